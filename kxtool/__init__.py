@@ -1,0 +1,39 @@
+"""kxtool: fast, correct tools for the text-data chores of NLP work.
+
+The library API; every ``kxtool`` command is a thin face over one of these functions::
+
+    from kxtool import shuffle_files
+    shuffle_files(["big.txt"], "shuffled.txt", memory="1G", seed=7)
+
+Names are imported lazily, so ``import kxtool`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .errors import KxError  # noqa: E402
+
+_LAZY = {
+    "shuffle_files": "shuffle",
+    "ShuffleResult": "shuffle",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kxtool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["KxError", "__version__", *_LAZY]

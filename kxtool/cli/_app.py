@@ -1,0 +1,198 @@
+"""The one Typer app, and what every command face shares: error handling, progress bars on
+stderr, JSON output and warnings. This package is the only place that knows Typer, Rich and
+tqdm."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from .. import __version__
+from ..errors import KxError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="kxtool",
+    help=(
+        "Fast, correct command-line tools for the text-data chores of NLP work: a uniform "
+        "shuffle of corpora larger than memory, Word Mover's/Rotator's Distance, word-vector "
+        "dimension estimates and hubness statistics."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich" if sys.stdout.isatty() else None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised from the SIGTERM handler so that cleanup runs as it does for Ctrl-C."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kxtool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """kxtool: text-data chores of NLP work, done fast and right."""
+
+
+def err(message: str) -> None:
+    """Write one line to stderr."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+
+def warn(message: str) -> None:
+    err(f"kxtool: warning: {message}")
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def guard(fn: F) -> F:
+    """Turn the exceptions a user may meet into a one-line message and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KxError as e:
+            err(f"kxtool: error: {e.message}")
+            raise typer.Exit(e.exit_code) from None
+        except Terminated:
+            err("kxtool: terminated")
+            raise typer.Exit(143) from None
+        except KeyboardInterrupt:
+            err("kxtool: interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(141) from None
+        except MemoryError:
+            err("kxtool: error: out of memory (try a smaller --memory or batch)")
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug: say so in one line unless debugging
+            if os.environ.get("KXTOOL_DEBUG"):
+                raise
+            err(f"kxtool: internal error: {type(e).__name__}: {e} (set KXTOOL_DEBUG=1 to see more)")
+            raise typer.Exit(70) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a guarded command on the app: ``@command("shuffle")``."""
+
+    def decorate(fn: F) -> F:
+        app.command(name, **kwargs)(guard(fn))
+        return fn
+
+    return decorate
+
+
+def add_group(group: typer.Typer, name: str, help: str) -> None:
+    """Register a sub-app (``kxtool vectors info``); its commands should use :func:`guard`."""
+    app.add_typer(group, name=name, help=help)
+
+
+class Bars:
+    """A progress callback (see :mod:`kxtool.progress`) drawn as tqdm bars on stderr.
+
+    Bars appear only when stderr is a terminal (or ``force`` is true); otherwise every call is a
+    no-op. Use as a context manager so the last bar is closed.
+    """
+
+    def __init__(self, enabled: bool | None = None, unit: str = "B") -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.unit = unit
+        self._bar: Any = None
+        self._phase: str | None = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if phase != self._phase:
+            self.close()
+            from tqdm import tqdm
+
+            scale = self.unit == "B"
+            self._bar = tqdm(
+                total=total,
+                desc=phase,
+                unit=self.unit,
+                unit_scale=scale,
+                unit_divisor=1024 if scale else 1000,
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            self._phase = phase
+        bar = self._bar
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._phase = None
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on stdout (NaN becomes null)."""
+    sys.stdout.write(json.dumps(_nan_to_none(obj), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def parse_size_option(value: str, option: str) -> int:
+    """``--memory 512M`` and friends; a bad value is a usage error (exit 2)."""
+    from ..textio import parse_size
+
+    try:
+        n = parse_size(value)
+    except KxError as e:
+        raise typer.BadParameter(e.message, param_hint=option) from None
+    if n <= 0:
+        raise typer.BadParameter("must be greater than zero", param_hint=option)
+    return n

@@ -1,0 +1,1 @@
+"""`kxtool shuffle` (being written)."""

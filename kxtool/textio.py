@@ -1,0 +1,292 @@
+"""Bytes in and out, shared by every engine.
+
+- ``-`` means stdin (inputs) or stdout (outputs).
+- Inputs compressed with gzip, bzip2 or xz are detected by their magic bytes and read
+  transparently.
+- Outputs are written atomically: a temporary file beside the target, renamed over it only
+  when everything was written; on any error (or Ctrl-C) the temporary file is removed and an
+  existing target is left untouched.
+- Every ``OSError`` the user can act on becomes a one-line :class:`KxError` naming the file.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import errno
+import gzip
+import lzma
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import KxError
+
+STDIO = "-"
+
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+_DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile, ValueError)
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """How a path is named in messages (``-`` is shown as ``<stdin>``)."""
+    p = os.fspath(path)
+    return "<stdin>" if p == STDIO else p
+
+
+def os_error(err: OSError, path: str | os.PathLike[str], action: str = "cannot open") -> KxError:
+    """Turn an ``OSError`` about ``path`` into a one-line :class:`KxError`."""
+    name = display_name(path)
+    if err.errno == errno.ENOSPC:
+        return KxError(f"no space left on device while writing {name!r}")
+    if err.errno == errno.EDQUOT:
+        return KxError(f"disk quota exceeded while writing {name!r}")
+    reason = err.strerror or str(err)
+    return KxError(f"{action} {name!r}: {reason}")
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def _wrap_compressed(raw: BinaryIO, kind: str | None) -> BinaryIO:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def compression_of(path: str | os.PathLike[str]) -> str | None:
+    """``"gzip"``, ``"bzip2"``, ``"xz"`` or ``None`` for a file (by content, not by name)."""
+    p = os.fspath(path)
+    if p == STDIO:
+        return None
+    try:
+        with open(p, "rb") as f:
+            return _sniff(f.read(6))
+    except OSError as e:
+        raise os_error(e, p) from None
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open an input for binary reading: a file, a compressed file or ``-`` (stdin).
+
+    The stream yields decompressed bytes. Stdin is not closed on exit. Errors opening the file
+    become :class:`KxError`; errors while reading a compressed stream surface as the usual
+    exceptions, which :func:`read_blocks` translates.
+    """
+    p = os.fspath(path)
+    if p == STDIO:
+        raw = sys.stdin.buffer
+        head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+        kind = _sniff(head)
+        stream = _wrap_compressed(raw, kind)
+        yield stream
+        return
+    if os.path.isdir(p):
+        raise KxError(f"cannot read {p!r}: it is a directory")
+    try:
+        raw = open(p, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise os_error(e, p) from None
+    try:
+        kind = _sniff(raw.read(6))
+        raw.seek(0)
+        stream = _wrap_compressed(raw, kind)
+        try:
+            yield stream
+        finally:
+            if stream is not raw:
+                stream.close()
+    finally:
+        raw.close()
+
+
+def read_blocks(path: str | os.PathLike[str], block_size: int = 16 << 20) -> Iterator[bytes]:
+    """Yield the (decompressed) bytes of ``path`` in blocks of about ``block_size`` bytes.
+
+    Corrupt or truncated compressed data is a :class:`KxError` naming the file.
+    """
+    with open_input(path) as f:
+        while True:
+            try:
+                block = f.read(block_size)
+            except _DECOMPRESS_ERRORS as e:
+                if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile) and e.errno:
+                    raise os_error(e, path, "cannot read") from None
+                raise KxError(
+                    f"cannot read {display_name(path)!r}: corrupt or truncated compressed data"
+                    f" ({e})"
+                ) from None
+            if not block:
+                return
+            yield block
+
+
+def input_size(path: str | os.PathLike[str]) -> int | None:
+    """The number of bytes ``path`` will yield, when it is known without reading it.
+
+    Plain regular files: their size. Stdin, pipes and compressed files: ``None``.
+    """
+    p = os.fspath(path)
+    if p == STDIO:
+        return None
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        raise os_error(e, p) from None
+    if not os.path.isfile(p):
+        return None
+    if compression_of(p) is not None:
+        return None
+    return st.st_size
+
+
+def check_readable(path: str | os.PathLike[str]) -> None:
+    """Fail early, with a clear message, if ``path`` cannot be opened for reading."""
+    p = os.fspath(path)
+    if p == STDIO:
+        return
+    if os.path.isdir(p):
+        raise KxError(f"cannot read {p!r}: it is a directory")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        raise os_error(e, p) from None
+
+
+class _KeepOpen:
+    """A stream proxy whose ``close`` does nothing (for stdout)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str):  # pragma: no cover - delegation
+        return getattr(self._stream, name)
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        return self._stream.write(data)
+
+    def writelines(self, lines) -> None:  # type: ignore[no-untyped-def]
+        self._stream.writelines(lines)
+
+    def close(self) -> None:
+        self._stream.flush()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open ``path`` for binary writing, atomically; ``-`` is stdout.
+
+    The data goes to a temporary file in the target's directory, which is fsynced and renamed
+    over the target only when the ``with`` block ends without an exception. On any exception,
+    Ctrl-C included, the temporary file is removed and the target is untouched. The new file
+    keeps the permissions of the file it replaces (or the usual ones, for a new file).
+    """
+    p = os.fspath(path)
+    if p == STDIO:
+        out = sys.stdout.buffer
+        yield _KeepOpen(out)  # type: ignore[misc]
+        out.flush()
+        return
+    target = os.path.abspath(p)
+    directory = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise KxError(f"cannot write {p!r}: it is a directory")
+    if not os.path.isdir(directory):
+        raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".kxtmp"
+        )
+    except OSError as e:
+        raise os_error(e, p, "cannot write") from None
+    try:
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+                    raise os_error(e, p, "cannot write") from None
+                raise
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a size such as ``512M``, ``1.5G``, ``64k``, ``2GiB`` or ``1000`` into bytes.
+
+    Suffixes are binary (K = 1024). A bare number is bytes.
+    """
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise KxError(f"invalid size {text!r}: use a number with an optional K, M, G or T suffix")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    return int(value)
+
+
+def format_size(n: float) -> str:
+    """A short human form of a byte count (``1.5G``)."""
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"  # pragma: no cover
+
+
+def free_space(directory: str | os.PathLike[str]) -> int:
+    """Free bytes available to this user on the file system of ``directory``."""
+    try:
+        return shutil.disk_usage(os.fspath(directory)).free
+    except OSError as e:
+        raise os_error(e, directory, "cannot inspect") from None
+
+
+@contextlib.contextmanager
+def temp_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[str]:
+    """A private temporary directory under ``parent`` (default ``$TMPDIR``), always removed."""
+    base = os.fspath(parent) if parent is not None else tempfile.gettempdir()
+    if not os.path.isdir(base):
+        raise KxError(f"temporary directory {base!r} does not exist")
+    try:
+        path = tempfile.mkdtemp(prefix="kxtool-", dir=base)
+    except OSError as e:
+        raise os_error(e, base, "cannot create a temporary directory in") from None
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
