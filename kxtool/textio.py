@@ -28,11 +28,8 @@ from .errors import KxError
 
 STDIO = "-"
 
-_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-)
+_SNIFF = 10  # bytes looked at to recognise a compressed stream
+_BZ2_BLOCK = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
 _DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile, ValueError)
 
 
@@ -54,9 +51,15 @@ def os_error(err: OSError, path: str | os.PathLike[str], action: str = "cannot o
 
 
 def _sniff(head: bytes) -> str | None:
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
+    """The compression of a stream that starts with ``head``: the full magic numbers are
+    required (gzip with deflate; bzip2 with its level digit and block or end marker; xz), so a
+    text that merely starts with ``BZh`` is not taken for bzip2."""
+    if head.startswith(b"\x1f\x8b\x08"):
+        return "gzip"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[3:4] and head[4:10] in _BZ2_BLOCK:
+        return "bzip2"
     return None
 
 
@@ -77,7 +80,7 @@ def compression_of(path: str | os.PathLike[str]) -> str | None:
         return None
     try:
         with open(p, "rb") as f:
-            return _sniff(f.read(6))
+            return _sniff(f.read(_SNIFF))
     except OSError as e:
         raise os_error(e, p) from None
 
@@ -93,7 +96,7 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     p = os.fspath(path)
     if p == STDIO:
         raw = sys.stdin.buffer
-        head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+        head = raw.peek(_SNIFF)[:_SNIFF] if hasattr(raw, "peek") else b""
         kind = _sniff(head)
         stream = _wrap_compressed(raw, kind)
         yield stream
@@ -105,7 +108,7 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except OSError as e:
         raise os_error(e, p) from None
     try:
-        kind = _sniff(raw.read(6))
+        kind = _sniff(raw.read(_SNIFF))
         raw.seek(0)
         stream = _wrap_compressed(raw, kind)
         try:
@@ -190,55 +193,125 @@ class _KeepOpen:
         self._stream.flush()
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open ``path`` for binary writing, atomically; ``-`` is stdout.
+class AtomicOutputs:
+    """A set of outputs written atomically together; ``-`` is stdout.
 
-    The data goes to a temporary file in the target's directory, which is fsynced and renamed
-    over the target only when the ``with`` block ends without an exception. On any exception,
-    Ctrl-C included, the temporary file is removed and the target is untouched. The new file
-    keeps the permissions of the file it replaces (or the usual ones, for a new file).
+    Each :meth:`open` gives a file that writes to a temporary file beside its target. When the
+    ``with`` block ends without an exception, every temporary file is fsynced and renamed over
+    its target; on any exception, Ctrl-C included, the temporary files are removed and the
+    targets are untouched. A new file keeps the permissions of the file it replaces (or the
+    usual ones, for a new file).
     """
-    p = os.fspath(path)
-    if p == STDIO:
-        out = sys.stdout.buffer
-        yield _KeepOpen(out)  # type: ignore[misc]
-        out.flush()
-        return
-    target = os.path.abspath(p)
-    directory = os.path.dirname(target)
-    if os.path.isdir(target):
-        raise KxError(f"cannot write {p!r}: it is a directory")
-    if not os.path.isdir(directory):
-        raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".kxtmp"
-        )
-    except OSError as e:
-        raise os_error(e, p, "cannot write") from None
-    try:
+
+    def __init__(self) -> None:
+        self._open: list[tuple[BinaryIO, str, str]] = []  # (file, temporary path, target)
+        self._stdout: BinaryIO | None = None
+
+    def open(self, path: str | os.PathLike[str]) -> BinaryIO:
+        p = os.fspath(path)
+        if p == STDIO:
+            if self._stdout is None:
+                self._stdout = _KeepOpen(sys.stdout.buffer)  # type: ignore[assignment]
+            return self._stdout  # type: ignore[return-value]
+        target = os.path.abspath(p)
+        directory = os.path.dirname(target)
+        if os.path.isdir(target):
+            raise KxError(f"cannot write {p!r}: it is a directory")
+        if not os.path.isdir(directory):
+            raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
         try:
-            mode = os.stat(target).st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            fd, tmp = tempfile.mkstemp(
+                dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".kxtmp"
+            )
+        except OSError as e:
+            raise os_error(e, p, "cannot write") from None
+        try:
             try:
-                yield f
+                mode = os.stat(target).st_mode & 0o7777
+            except FileNotFoundError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.fchmod(fd, mode)
+            f = os.fdopen(fd, "wb", buffering=1 << 20)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._open.append((f, tmp, target))
+        return _Reporting(f, p)  # type: ignore[return-value]
+
+    def commit(self) -> None:
+        """Flush, fsync and rename every output into place."""
+        if self._stdout is not None:
+            self._stdout.flush()
+        for f, _tmp, target in self._open:
+            try:
                 f.flush()
                 os.fsync(f.fileno())
+                f.close()
             except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
-                    raise os_error(e, p, "cannot write") from None
+                raise os_error(e, target, "cannot write") from None
+        for _f, tmp, target in self._open:
+            os.replace(tmp, target)
+        self._open.clear()
+
+    def discard(self) -> None:
+        """Close and remove every temporary file."""
+        for f, tmp, _target in self._open:
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self._open.clear()
+
+    def __enter__(self) -> AtomicOutputs:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.discard()
                 raise
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        else:
+            self.discard()
+
+
+class _Reporting:
+    """A file proxy that turns write errors (disk full...) into :class:`KxError`."""
+
+    def __init__(self, f: BinaryIO, name: str) -> None:
+        self._f = f
+        self._name = name
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            raise os_error(e, self._name, "cannot write") from None
+
+    def writelines(self, lines) -> None:  # type: ignore[no-untyped-def]
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            raise os_error(e, self._name, "cannot write") from None
+
+    def __getattr__(self, name: str):  # pragma: no cover - delegation
+        return getattr(self._f, name)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open one output for binary writing, atomically (see :class:`AtomicOutputs`)."""
+    with AtomicOutputs() as outs:
+        yield outs.open(path)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)

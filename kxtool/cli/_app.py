@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from typer.exceptions import TyperException
 
 from .. import __version__
 from ..errors import KxError
@@ -29,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich" if sys.stdout.isatty() else None,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -93,7 +94,7 @@ def guard(fn: F) -> F:
         except MemoryError:
             err("kxtool: error: out of memory (try a smaller --memory or batch)")
             raise typer.Exit(1) from None
-        except (typer.Exit, typer.Abort, SystemExit):
+        except (TyperException, typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:  # a bug: say so in one line unless debugging
             if os.environ.get("KXTOOL_DEBUG"):

@@ -1,1 +1,121 @@
-"""`kxtool shuffle` (being written)."""
+"""`kxtool shuffle`: the face of :func:`kxtool.shuffle.shuffle_files`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from ._app import Bars, command, err, parse_size_option, print_json
+
+HELP = """Shuffle the lines of one or more files uniformly, in bounded memory.
+
+Every permutation is equally likely, whatever the input size: inputs larger than --memory are
+shuffled through temporary files in --tmp-dir with two passes. The same --seed and input give
+byte-identical output whatever --memory, so parallel files (source/target) with the same line
+count are permuted alike. Inputs may be gzip, bzip2 or xz compressed; '-' (or nothing) is stdin.
+
+Examples:
+
+\b
+  kxtool shuffle corpus.txt -o shuffled.txt --seed 7
+  kxtool shuffle part-*.txt.gz --memory 4G --shards 16 -o 'out/part-{:05d}.txt'
+  kxtool shuffle train.en --seed 1 -o train.en   # then the same for train.de:
+  kxtool shuffle train.de --seed 1 -o train.de   # the two stay aligned
+  zcat big.txt.gz | kxtool shuffle --header 1 | head
+"""
+
+
+@command("shuffle", help=HELP, no_args_is_help=False)
+def shuffle(
+    inputs: list[Path] = typer.Argument(
+        None,
+        help="Input files ('-' or none: stdin); .gz/.bz2/.xz are read transparently.",
+        show_default=False,
+        metavar="FILE",
+    ),
+    output: str = typer.Option(
+        "-",
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Output file ('-': stdout), written atomically; may be one of the inputs. With "
+        "--shards, a pattern such as 'out/part-{:05d}.txt'.",
+    ),
+    memory: str = typer.Option(
+        "1G", "--memory", "-m", metavar="SIZE", help="Memory budget for records, e.g. 512M, 4G."
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        "-s",
+        metavar="N",
+        help="Seed; the same seed and input give the same output.",
+        min=0,
+        max=2**64 - 1,
+    ),
+    tmp_dir: Path | None = typer.Option(
+        None,
+        "--tmp-dir",
+        "-T",
+        metavar="DIR",
+        help="Directory for temporary files (default: $TMPDIR).",
+    ),
+    shards: int | None = typer.Option(
+        None, "--shards", min=1, metavar="N", help="Write N output files of near-equal line counts."
+    ),
+    header: int = typer.Option(
+        0,
+        "--header",
+        min=0,
+        metavar="N",
+        help="Keep the first N lines of the first input on top (of every shard), unshuffled.",
+    ),
+    zero_terminated: bool = typer.Option(
+        False, "-z", "--zero-terminated", help="Records end with NUL, not newline."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print a JSON summary on stdout (needs -o)."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Report the seed, sizes and passes on stderr."
+    ),
+) -> None:
+    from ..errors import KxError
+    from ..shuffle import shuffle_files
+
+    budget = parse_size_option(memory, "--memory")
+    if json_out and output == "-":
+        raise KxError("--json prints a summary on stdout, so it needs -o FILE")
+    started = time.perf_counter()
+    with Bars() as bars:
+        result = shuffle_files(
+            [str(p) for p in inputs] if inputs else ["-"],
+            output,
+            memory=budget,
+            seed=seed,
+            tmp_dir=tmp_dir,
+            shards=shards,
+            header=header,
+            zero_terminated=zero_terminated,
+            progress=bars,
+        )
+    elapsed = time.perf_counter() - started
+    summary = {
+        "seed": result.seed,
+        "records": result.records,
+        "bytes": result.bytes,
+        "header": result.header,
+        "in_memory": result.in_memory,
+        "runs": result.runs,
+        "piles": result.piles,
+        "outputs": result.outputs,
+        "seconds": round(elapsed, 3),
+    }
+    if verbose:
+        how = "in memory" if result.in_memory else f"{result.runs} runs, {result.piles} piles"
+        err(f"kxtool: seed {result.seed}")
+        err(f"kxtool: {result.records} records, {result.bytes} bytes, {how}, {elapsed:.2f} s")
+    if json_out:
+        print_json(summary)

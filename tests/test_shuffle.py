@@ -1,0 +1,504 @@
+"""The shuffle engine: a permutation, uniform, deterministic, bounded, and safe on faults."""
+
+from __future__ import annotations
+
+import bz2
+import errno
+import gzip
+import itertools
+import lzma
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kxtool import shuffle as sh
+from kxtool.errors import KxError
+from kxtool.shuffle import record_keys, shuffle_files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(path, data: bytes):
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def records(data: bytes, sep: bytes = b"\n") -> list[bytes]:
+    parts = data.split(sep)
+    assert parts[-1] == b"", "output must end with a terminator"
+    return parts[:-1]
+
+
+def expected_records(*datas: bytes, sep: bytes = b"\n") -> list[bytes]:
+    """The records of each input: a missing final terminator counts as one."""
+    out: list[bytes] = []
+    for d in datas:
+        if not d:
+            continue
+        if not d.endswith(sep):
+            d += sep
+        out.extend(d.split(sep)[:-1])
+    return out
+
+
+# ------------------------------------------------------------------ keys and order
+
+
+def test_keys_are_distinct_and_deterministic():
+    k = record_keys(7, 0, 200_000)
+    assert len(np.unique(k)) == len(k)
+    assert np.array_equal(k[1000:2000], record_keys(7, 1000, 1000))
+    assert not np.array_equal(k[:100], record_keys(8, 0, 100))
+
+
+def test_order_matches_argsort_even_with_ties():
+    rng = np.random.default_rng(0)
+    # few distinct high bits force many ties in the packed sort
+    keys = (rng.integers(0, 4, 5000, dtype=np.uint64) << np.uint64(62)) | rng.integers(
+        0, 2**20, 5000, dtype=np.uint64
+    )
+    keys = np.unique(keys)
+    rng.shuffle(keys)
+    assert np.array_equal(sh._order(keys, 0), np.argsort(keys, kind="stable"))
+    # with a shared prefix
+    pref = (keys & np.uint64((1 << 62) - 1)) | np.uint64(1 << 62)
+    assert np.array_equal(sh._order(pref, 2), np.argsort(pref, kind="stable"))
+
+
+# ------------------------------------------------------------------ permutation property
+
+_line = st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\n", b"\r"))
+_special = st.sampled_from([b"\xff\xfe", b"a\x00b", b"\r", b"x\r", b"\xc3\x28", b"", b"\x00"])
+_lines = st.lists(st.one_of(_line, _special), min_size=0, max_size=150)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    files=st.lists(st.tuples(_lines, st.booleans()), min_size=1, max_size=4),
+    seed=st.integers(0, 2**63),
+    memory=st.sampled_from(["4K", "6K", "1M"]),
+)
+def test_output_is_a_permutation(tmp_path_factory, files, seed, memory):
+    tmp_path = tmp_path_factory.mktemp("perm")
+    datas = []
+    paths = []
+    for i, (lines, final_newline) in enumerate(files):
+        data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+        datas.append(data)
+        paths.append(write(tmp_path / f"in{i}.txt", data))
+    out = tmp_path / "out.txt"
+    res = shuffle_files(paths, str(out), memory=memory, seed=seed, tmp_dir=tmp_path)
+    got = out.read_bytes()
+    want = expected_records(*datas)
+    assert Counter(records(got) if got else []) == Counter(want)
+    assert res.records == len(want)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f"in{i}.txt" for i in range(len(files))] + ["out.txt"]
+    )
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\0", b"\n")), max_size=120),
+    seed=st.integers(0, 2**63),
+)
+def test_zero_terminated_permutation(tmp_path_factory, lines, seed):
+    tmp_path = tmp_path_factory.mktemp("zero")
+    data = b"".join(x + b"\0" for x in lines)
+    p = write(tmp_path / "z.bin", data)
+    out = tmp_path / "z.out"
+    shuffle_files([p], str(out), memory="4K", seed=seed, zero_terminated=True, tmp_dir=tmp_path)
+    got = out.read_bytes()
+    assert Counter(records(got, b"\0") if got else []) == Counter(lines)
+
+
+# ------------------------------------------------------------------ uniformity
+
+
+def _chi2_sf(x: float, dof: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.sf(x, dof))
+
+
+def test_uniform_over_all_orders_with_several_piles(tmp_path):
+    # five long lines and a 4K budget: two runs and several piles every time
+    lines = [bytes([65 + i]) * 600 for i in range(5)]
+    p = write(tmp_path / "five.txt", b"".join(x + b"\n" for x in lines))
+    out = tmp_path / "o.txt"
+    counts: Counter = Counter()
+    trials = 2400
+    for seed in range(trials):
+        res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path)
+        counts[tuple(x[:1] for x in records(out.read_bytes()))] += 1
+    assert not res.in_memory and res.runs >= 2
+    assert len(counts) == 120
+    expected = trials / 120
+    stat = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert _chi2_sf(stat, 119) > 1e-4, stat
+
+
+def test_first_two_outputs_come_from_the_same_pile_as_often_as_uniform(tmp_path):
+    # 12 lines read as 3 batches of 4: a uniform permutation puts the first two outputs in the
+    # same batch with probability 3 * (4/12) * (3/11) = 3/11; a round-robin merge never does.
+    lines = [b"%02d" % i + b"x" * 500 for i in range(12)]
+    p = write(tmp_path / "twelve.txt", b"".join(x + b"\n" for x in lines))
+    out = tmp_path / "o.txt"
+    trials = 2000
+    same = 0
+    for seed in range(trials):
+        res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path)
+        first, second = records(out.read_bytes())[:2]
+        same += int(first[:2]) // 4 == int(second[:2]) // 4
+    assert not res.in_memory and res.runs == 3
+    p0 = 3 / 11
+    z = (same - trials * p0) / math.sqrt(trials * p0 * (1 - p0))
+    assert abs(z) < 4, (same, trials * p0)
+
+
+def test_each_line_lands_in_each_position_uniformly():
+    # many seeds on the key function itself: position of line 0 among 8
+    n, trials = 8, 8000
+    pos = Counter()
+    for seed in range(trials):
+        perm = sh._order(record_keys(seed, 0, n), 0)
+        pos[int(np.flatnonzero(perm == 0)[0])] += 1
+    expected = trials / n
+    stat = sum((pos[i] - expected) ** 2 / expected for i in range(n))
+    assert _chi2_sf(stat, n - 1) > 1e-4
+
+
+# ------------------------------------------------------------------ determinism and modes
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = np.random.default_rng(3)
+    lines = [
+        b"%d " % i + bytes(rng.integers(32, 127, rng.integers(0, 80)).astype(np.uint8))
+        for i in range(3000)
+    ]
+    return write(tmp_path / "corpus.txt", b"\n".join(lines) + b"\n"), lines
+
+
+def test_same_seed_same_output_whatever_the_budget_and_piles(tmp_path, corpus):
+    path, lines = corpus
+    outs = []
+    for memory, bits in [("1G", None), ("64K", None), ("16K", None), ("16K", 1), ("32K", 5)]:
+        out = tmp_path / f"o-{memory}-{bits}.txt"
+        tmp = tmp_path / f"t-{memory}-{bits}"
+        tmp.mkdir()
+        res = shuffle_files([path], str(out), memory=memory, seed=11, tmp_dir=tmp, _pile_bits=bits)
+        outs.append(out.read_bytes())
+        assert os.listdir(tmp) == []
+    assert res.runs > 1
+    assert all(o == outs[0] for o in outs)
+    assert Counter(records(outs[0])) == Counter(lines)
+    other = tmp_path / "other.txt"
+    shuffle_files([path], str(other), seed=12)
+    assert other.read_bytes() != outs[0]
+
+
+def test_pile_too_big_is_split_again_without_changing_the_output(tmp_path, corpus):
+    path, _ = corpus
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    shuffle_files([path], str(a), memory="1G", seed=5)
+    res = shuffle_files([path], str(b), memory="8K", seed=5, tmp_dir=tmp_path, _pile_bits=1)
+    assert res.piles == 2 and res.runs > 4
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_parallel_files_stay_aligned(tmp_path):
+    src = [b"source %d" % i for i in range(500)]
+    tgt = [b"target %d" % i for i in range(500)]
+    ps = write(tmp_path / "src.txt", b"\n".join(src) + b"\n")
+    pt = write(tmp_path / "tgt.txt", b"\n".join(tgt) + b"\n")
+    shuffle_files([ps], ps, seed=99, memory="8K", tmp_dir=tmp_path)
+    shuffle_files([pt], pt, seed=99, memory="1G")
+    a = records(open(ps, "rb").read())
+    b = records(open(pt, "rb").read())
+    assert [x.split()[1] for x in a] == [x.split()[1] for x in b]
+    assert a != src
+
+
+def test_in_place(tmp_path, corpus):
+    path, lines = corpus
+    before = os.stat(path).st_mode
+    shuffle_files([path], path, seed=1, memory="16K", tmp_dir=tmp_path)
+    assert Counter(records(open(path, "rb").read())) == Counter(lines)
+    assert os.stat(path).st_mode == before
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt"]
+
+
+def test_shards_split_the_same_order(tmp_path, corpus):
+    path, lines = corpus
+    whole = tmp_path / "whole.txt"
+    shuffle_files([path], str(whole), seed=4, header=2)
+    (tmp_path / "out").mkdir()
+    pattern = str(tmp_path / "out" / "part-{:03d}.txt")
+    res = shuffle_files([path], pattern, seed=4, header=2, shards=7, memory="16K", tmp_dir=tmp_path)
+    assert len(res.outputs) == 7
+    parts = [records(open(pattern.format(j), "rb").read()) for j in range(7)]
+    head = lines[:2]
+    assert all(p[:2] == head for p in parts)
+    bodies = [p[2:] for p in parts]
+    sizes = [len(b) for b in bodies]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == len(lines) - 2
+    assert head + [x for b in bodies for x in b] == records(whole.read_bytes())
+
+
+def test_more_shards_than_lines_gives_empty_shards(tmp_path):
+    p = write(tmp_path / "two.txt", b"a\nb\n")
+    pattern = str(tmp_path / "s{}.txt")
+    shuffle_files([p], pattern, shards=4, seed=1)
+    sizes = sorted(len(open(pattern.format(j), "rb").read()) for j in range(4))
+    assert sizes == [0, 0, 2, 2]
+
+
+def test_header_stays_on_top_and_is_not_shuffled(tmp_path):
+    data = b"id\ttext\n" + b"".join(b"%d\tx\n" % i for i in range(100))
+    p = write(tmp_path / "t.tsv", data)
+    out = tmp_path / "o.tsv"
+    res = shuffle_files([p], str(out), header=1, seed=2, memory="4K", tmp_dir=tmp_path)
+    got = records(out.read_bytes())
+    assert got[0] == b"id\ttext" and res.header == 1
+    assert Counter(got[1:]) == Counter(records(data)[1:])
+    # the header comes from the first input only
+    p2 = write(tmp_path / "t2.tsv", b"id\ttext\nsecond\n")
+    shuffle_files([p, p2], str(out), header=1, seed=2)
+    got = records(out.read_bytes())
+    assert got[0] == b"id\ttext" and got.count(b"id\ttext") == 2
+
+
+@pytest.mark.parametrize("opener", [gzip.open, bz2.open, lzma.open])
+def test_compressed_inputs_are_read_transparently(tmp_path, opener):
+    lines = [b"line %d" % i for i in range(2000)]
+    p = tmp_path / "c.txt.z"
+    with opener(p, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    plain = write(tmp_path / "plain.txt", b"\n".join(lines) + b"\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    shuffle_files([str(p)], str(a), seed=3, memory="16K", tmp_dir=tmp_path)
+    shuffle_files([plain], str(b), seed=3)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_corrupt_compressed_input_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.gz"
+    data = gzip.compress(b"hello\n" * 10000)
+    p.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "o"
+    with pytest.raises(KxError, match="bad.gz"):
+        shuffle_files([str(p)], str(out), seed=1)
+    assert not out.exists()
+
+
+def test_bytes_survive_exactly(tmp_path):
+    data = b"a\r\nb\xff\n\x00c\nlone\rcr\n\n\xc3\x28bad utf8\nlast-no-newline"
+    p = write(tmp_path / "b.bin", data)
+    out = tmp_path / "o"
+    shuffle_files([p], str(out), seed=5)
+    assert Counter(records(out.read_bytes())) == Counter(expected_records(data))
+    assert out.read_bytes().endswith(b"\n")
+
+
+def test_empty_input(tmp_path):
+    p = write(tmp_path / "e.txt", b"")
+    out = tmp_path / "o"
+    res = shuffle_files([p], str(out), seed=1)
+    assert out.read_bytes() == b"" and res.records == 0
+
+
+def test_stdin_is_read_once_without_spooling(tmp_path):
+    data = b"".join(b"%d\n" % i for i in range(5000))
+    ref = tmp_path / "ref.txt"
+    shuffle_files([write(tmp_path / "in.txt", data)], str(ref), seed=8)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kxtool",
+            "shuffle",
+            "--seed",
+            "8",
+            "--memory",
+            "16K",
+            "--tmp-dir",
+            str(tmp_path),
+        ],
+        input=data,
+        capture_output=True,
+        check=True,
+    )
+    assert proc.stdout == ref.read_bytes()
+
+
+def test_fresh_seed_is_reported(tmp_path, corpus):
+    path, _ = corpus
+    a = shuffle_files([path], str(tmp_path / "a"))
+    shuffle_files([path], str(tmp_path / "b"), seed=a.seed)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_record_larger_than_the_budget_is_an_error_with_nothing_left(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    data = b"short\n" * 3000 + b"x" * 5000 + b"\nshort\n"
+    p = write(tmp_path / "big.txt", data)
+    out = tmp_path / "out.txt"
+    with pytest.raises(KxError, match=r"line 3001 of .*big\.txt.*--memory"):
+        shuffle_files([p], str(out), memory="8K", seed=1, tmp_dir=tmp)
+    assert not out.exists() and os.listdir(tmp) == []
+    assert sorted(os.listdir(tmp_path)) == ["big.txt", "tmp"]
+
+
+def test_space_check_before_the_first_write(tmp_path, corpus, monkeypatch):
+    path, _ = corpus
+    monkeypatch.setattr(sh, "free_space", lambda d: 1000)
+    with pytest.raises(KxError, match="not enough free space"):
+        shuffle_files([path], str(tmp_path / "o"), memory="8K", seed=1, tmp_dir=tmp_path)
+    assert not (tmp_path / "o").exists()
+
+
+def test_disk_full_mid_run_leaves_inputs_and_output_untouched(tmp_path, corpus, monkeypatch):
+    path, _ = corpus
+    original = open(path, "rb").read()
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"precious\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    real_spill = sh._Runs.spill
+    calls = {"n": 0}
+
+    def failing_spill(self, lines, keys):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), "run")
+        return real_spill(self, lines, keys)
+
+    monkeypatch.setattr(sh._Runs, "spill", failing_spill)
+    with pytest.raises(KxError, match="no space left"):
+        shuffle_files([path], str(out), memory="8K", seed=1, tmp_dir=tmp)
+    assert out.read_bytes() == b"precious\n"
+    assert open(path, "rb").read() == original
+    assert os.listdir(tmp) == []
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt", "out.txt", "tmp"]
+
+
+def test_output_write_error_leaves_no_temporary_file(tmp_path, corpus, monkeypatch):
+    path, _ = corpus
+    out = tmp_path / "out.txt"
+    real = sh._Writer.write
+
+    def failing(self, recs):
+        real(self, recs)
+        raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), str(out))
+
+    monkeypatch.setattr(sh._Writer, "write", failing)
+    with pytest.raises(KxError, match="no space left"):
+        shuffle_files([path], str(out), seed=1)
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_many_piles_under_a_low_open_file_limit(tmp_path):
+    lines = [b"%d" % i + b"y" * 40 for i in range(20000)]
+    p = write(tmp_path / "in.txt", b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.txt"
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))\n"
+        "from kxtool.shuffle import shuffle_files\n"
+        f"r = shuffle_files([{p!r}], {str(out)!r}, memory='64K', seed=3, tmp_dir={str(tmp_path)!r},"
+        " _pile_bits=8)\n"
+        "print(r.runs, r.piles)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), text=True)
+    assert proc.returncode == 0, proc.stderr
+    runs, piles = map(int, proc.stdout.split())
+    assert runs > 32 and piles > 32
+    assert Counter(records(out.read_bytes())) == Counter(lines)
+
+
+def test_sigint_and_sigterm_remove_temporary_files(tmp_path):
+    for sig, code in [(signal.SIGINT, 130), (signal.SIGTERM, 143)]:
+        tmp = tmp_path / f"tmp{int(sig)}"
+        tmp.mkdir()
+        out = tmp_path / f"out{int(sig)}.txt"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kxtool",
+                "shuffle",
+                "--memory",
+                "64K",
+                "--tmp-dir",
+                str(tmp),
+                "-o",
+                str(out),
+            ],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        chunk = b"".join(b"line %d of the stream\n" % i for i in range(20000))
+        proc.stdin.write(chunk)
+        proc.stdin.flush()
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until runs exist on disk
+            if any(files for _, _, files in os.walk(tmp)):
+                break
+            time.sleep(0.05)
+        assert any(files for _, _, files in os.walk(tmp)), "no run was written"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == code, err
+        assert os.listdir(tmp) == []
+        assert not out.exists()
+        assert b"Traceback" not in err
+
+
+def test_bad_arguments(tmp_path):
+    p = write(tmp_path / "a.txt", b"a\n")
+    with pytest.raises(KxError, match="does not exist|No such file"):
+        shuffle_files([str(tmp_path / "missing.txt")], "-")
+    with pytest.raises(KxError, match="directory"):
+        shuffle_files([str(tmp_path)], "-")
+    with pytest.raises(KxError, match="--memory"):
+        shuffle_files([p], "-", memory="1K")
+    with pytest.raises(KxError, match="pattern"):
+        shuffle_files([p], str(tmp_path / "fixed.txt"), shards=3)
+    with pytest.raises(KxError, match="needs -o"):
+        shuffle_files([p], "-", shards=3)
+    with pytest.raises(KxError, match="once"):
+        shuffle_files(["-", "-"], "-")
+    with pytest.raises(KxError, match="invalid size"):
+        shuffle_files([p], "-", memory="lots")
+
+
+def test_all_orders_reachable_small():
+    seen = {tuple(sh._order(record_keys(s, 0, 4), 0)) for s in range(400)}
+    assert seen == set(itertools.permutations(range(4)))
