@@ -50,6 +50,7 @@ from .textio import (
     input_size,
     os_error,
     parse_size,
+    preallocate,
     read_blocks,
     temp_dir,
 )
@@ -62,7 +63,15 @@ MAX_BLOCK = 16 << 20
 #: Lines joined and written at once.
 WRITE_BATCH = 32768
 #: Size of the in-memory sub-buckets that keep the final gather cache-friendly.
-CACHE_BUCKET = 4 << 20
+CACHE_BUCKET = 64 << 20
+#: Memory a pass-1 batch and a pass-2 pile aim at (see :func:`_work_unit`).
+WORK_UNIT = 16 << 20
+#: Share of the budget the records may take when the whole input is ordered in memory.
+IN_MEMORY_SHARE = 0.8
+#: Piles when the input size is not known in advance (stdin, compressed inputs).
+UNKNOWN_SIZE_PILE_BITS = 8
+#: Bytes of memory one (run, pile) entry of the pile index takes.
+_INDEX_ENTRY = 24
 #: Smallest budget accepted.
 MIN_MEMORY = 4 << 10
 #: Disk-space head-room asked for beyond the estimate.
@@ -204,7 +213,8 @@ class _Reader:
             f"budget ({format_size(self.max_record)}); raise --memory"
         )
 
-    def _lines(self, path: str) -> Iterator[list[bytes]]:
+    def _lines(self, path: str) -> Iterator[tuple[list[bytes], int]]:
+        """Lists of whole records of ``path`` and their size with terminators."""
         sep = self.sep
         carry = b""
         seen = 0  # lines of this input so far
@@ -213,30 +223,32 @@ class _Reader:
             if self.progress is not None:
                 self.progress("reading", self.bytes_read, self.total)
             parts = block.split(sep)
-            if carry:
+            old = len(carry)
+            if old:
                 parts[0] = carry + parts[0]
             carry = parts.pop()
             if len(carry) > self.max_record:
                 raise self._too_big(path, seen + len(parts) + 1)
             if parts:
                 seen += len(parts)
-                yield parts
+                yield parts, old + len(block) - len(carry)
         if carry:
-            yield [carry]
+            yield [carry], len(carry) + 1
 
     def batches(self) -> Iterator[_Batch]:
         batch = _Batch()
         for idx, path in enumerate(self.inputs):
             first_line = 1
-            for parts in self._lines(path):
+            for parts, nbytes in self._lines(path):
                 if idx == 0 and len(self.header) < self.header_wanted:
                     take = self.header_wanted - len(self.header)
-                    self.header.extend(parts[:take])
+                    head = parts[:take]
+                    self.header.extend(head)
+                    nbytes -= sum(map(len, head)) + len(head)
                     parts = parts[take:]
                     first_line += take
                 if not parts:
                     continue
-                nbytes = sum(map(len, parts)) + len(parts)
                 biggest = max(map(len, parts)) if self.max_record < self.block else 0
                 if biggest > self.max_record:
                     line = next(i for i, p in enumerate(parts) if len(p) > self.max_record)
@@ -280,8 +292,9 @@ class _Runs:
         x = keys << np.uint64(self.shift) if self.shift else keys
         return (x >> np.uint64(64 - self.bits)).astype(np.uint32 if self.bits > 16 else np.uint16)
 
-    def spill(self, lines: Sequence[bytes], keys: np.ndarray) -> None:
-        """Write one run: ``lines`` with their ``keys``, grouped by pile."""
+    def spill(self, lines: Sequence[bytes], keys: np.ndarray, nbytes: int) -> None:
+        """Write one run: ``lines`` (``nbytes`` with terminators) with their ``keys``, grouped
+        by pile."""
         n = len(lines)
         piles = self.pile_of(keys)
         order = np.argsort(piles, kind="stable")
@@ -299,16 +312,15 @@ class _Runs:
         pos = 0
         try:
             with open(path, "wb", buffering=1 << 20) as f:
+                preallocate(f.fileno(), 8 * n + nbytes, path)
                 for p in np.flatnonzero(counts).tolist():
                     a, b = int(bounds[p]), int(bounds[p + 1])
                     offsets[p] = pos
                     kb = gkeys[a:b].tobytes()
-                    data = sep.join(grouped[a:b])
                     f.write(kb)
-                    f.write(data)
-                    f.write(sep)
-                    sizes[p] = len(data) + 1
-                    pos += len(kb) + len(data) + 1
+                    size = _write_records(f, grouped, sep, a, b)
+                    sizes[p] = size
+                    pos += len(kb) + size
         except OSError as e:
             raise os_error(e, path, "cannot write temporary file") from None
         assert int(bounds[-1]) == n
@@ -316,6 +328,10 @@ class _Runs:
         self.offsets.append(offsets)
         self.counts.append(counts)
         self.sizes.append(sizes)
+
+    def index_bytes(self) -> int:
+        """Memory taken by the pile index."""
+        return _INDEX_ENTRY * self.piles * len(self.paths)
 
     def pile_totals(self) -> tuple[np.ndarray, np.ndarray]:
         """Records and data bytes of every pile, over all runs."""
@@ -332,17 +348,28 @@ class _Runs:
             if n == 0:
                 continue
             size = int(self.sizes[r][p])
+            lines: list[bytes] = []
             try:
                 with open(path, "rb") as f:
                     f.seek(int(self.offsets[r][p]))
                     kb = f.read(8 * n)
-                    data = f.read(size)
+                    carry = b""
+                    left = size
+                    while left > 0:  # in blocks, so that no second copy of a segment is held
+                        block = f.read(min(left, MAX_BLOCK))
+                        if not block:
+                            break
+                        left -= len(block)
+                        parts = block.split(sep)
+                        if carry:
+                            parts[0] = carry + parts[0]
+                        carry = parts.pop()
+                        lines.extend(parts)
+                        del parts, block
             except OSError as e:
                 raise os_error(e, path, "cannot read temporary file") from None
-            if len(kb) != 8 * n or len(data) != size:
+            if len(kb) != 8 * n or left != 0 or carry or len(lines) != n:
                 raise KxError(f"temporary file {path!r} was truncated or changed during the run")
-            lines = data.split(sep)
-            lines.pop()
             yield lines, np.frombuffer(kb, dtype=np.uint64)
 
     def remove(self) -> None:
@@ -354,6 +381,21 @@ class _Runs:
 
 # --------------------------------------------------------------------------------------------
 # writing
+
+
+def _write_records(
+    f: BinaryIO, records: Sequence[bytes], sep: bytes, start: int = 0, stop: int | None = None
+) -> int:
+    """Write ``records[start:stop]``, each followed by ``sep``, in bounded chunks; return the
+    bytes written."""
+    stop = len(records) if stop is None else stop
+    written = 0
+    for s in range(start, stop, WRITE_BATCH):
+        data = sep.join(records[s : min(stop, s + WRITE_BATCH)])
+        f.write(data)
+        f.write(sep)
+        written += len(data) + 1
+    return written
 
 
 class _Writer:
@@ -390,7 +432,12 @@ class _Writer:
     def _open_next(self) -> None:
         self.shard += 1
         path = self.output.format(self.shard) if self.shards else self.output
-        self.file = self.outputs.open(path)
+        lines = self.bounds[self.shard + 1] - self.bounds[self.shard]
+        total_lines = self.bounds[-1]
+        size = len(self.header)
+        if self.total_bytes and total_lines:
+            size += self.total_bytes * lines // total_lines
+        self.file = self.outputs.open(path, size)
         self.paths.append(path)
         if self.header:
             self.file.write(self.header)
@@ -404,13 +451,7 @@ class _Writer:
                 self._open_next()
             room = self.bounds[self.shard + 1] - self.done
             stop = min(n, i + room)
-            f = self.file
-            for s in range(i, stop, WRITE_BATCH):
-                e = min(stop, s + WRITE_BATCH)
-                data = sep.join(records[s:e])
-                f.write(data)
-                f.write(sep)
-                self.written_bytes += len(data) + 1
+            self.written_bytes += _write_records(self.file, records, sep, i, stop)
             self.done += stop - i
             i = stop
             if self.progress is not None:
@@ -475,6 +516,31 @@ class ShuffleResult:
     runs: int
     piles: int
     outputs: list[str]
+
+
+_allocator_tuned = False
+
+
+def _tune_allocator() -> None:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it at once.
+
+    The shuffle allocates and frees blocks of tens of megabytes over and over; by default each
+    one is a fresh mapping whose pages the kernel must zero again, which cost as much time as
+    the shuffling itself. This changes only when memory is handed back, not how much is used.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 512 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def _validate_output(output: str, shards: int | None, inputs: Sequence[str]) -> None:
@@ -545,60 +611,84 @@ def shuffle_files(
     if seed is None:
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"
+    _tune_allocator()
 
     sizes = [input_size(p) for p in paths]
     known_total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
-    batch_memory = max(MIN_MEMORY // 2, budget // 2)
-    reader = _Reader(paths, sep, header, batch_memory, budget // 4, progress, known_total)
+    unit = _work_unit(budget, known_total)
+    reader = _Reader(paths, sep, header, unit, budget // 4, progress, known_total)
+    in_memory_limit = int(IN_MEMORY_SHARE * budget)
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
-    runs: _Runs | None = None
     tmp_ctx = contextlib.ExitStack()
     with tmp_ctx, AtomicOutputs() as outs:
+        # read until the input ends or no longer fits in memory
         batches = reader.batches()
-        first = next(batches, None)
-        second = next(batches, None) if first is not None else None
-        if second is None:
-            # everything fits: order it in memory
-            lines = first.lines if first is not None else []
-            total_bytes = first.nbytes if first is not None else 0
+        held: list[_Batch] = []
+        held_memory = 0
+        fits = True
+        for batch in batches:
+            held.append(batch)
+            held_memory += batch.memory()
+            if held_memory > in_memory_limit:
+                fits = False
+                break
+
+        if fits:
+            lines: list[bytes] = []
+            for batch in held:
+                lines.extend(batch.lines)
+                batch.lines = []
+            total_bytes = sum(b.nbytes for b in held)
+            del held
             writer = _Writer(
                 outs, output, shards, len(lines), reader.header, sep, progress, total_bytes
             )
             keys = record_keys(seed, 0, len(lines))
             _emit_ordered(lines, keys, total_bytes, 0, writer)
             del lines, keys
-            result_outputs = writer.finish()
             return ShuffleResult(
-                seed, reader.records, total_bytes, len(reader.header), True, 0, 0, result_outputs
+                seed,
+                reader.records,
+                total_bytes,
+                len(reader.header),
+                True,
+                0,
+                0,
+                writer.finish(),
             )
 
-        # external: spill every batch to a run file
+        # too big: spill every batch to a run file, grouped into piles, then write pile by pile
         directory = tmp_ctx.enter_context(temp_dir(tmp_base))
+        per_byte = held_memory / max(1, sum(b.nbytes for b in held))
         if known_total is not None:
-            needed = known_total + 8 * int(known_total / max(1.0, first.nbytes / len(first.lines)))
-            _check_space(directory, needed, "the temporary files")
-        bits = (
-            _pile_bits if _pile_bits is not None else _choose_pile_bits(first, known_total, budget)
-        )
+            records_est = int(
+                known_total * sum(len(b.lines) for b in held) / held_memory * per_byte
+            )
+            _check_space(directory, known_total + 8 * records_est, "the temporary files")
+        bits = _pile_bits if _pile_bits is not None else _pile_bits_for(known_total, per_byte, unit)
         runs = _Runs(directory, sep, 0, bits, "run")
         tmp_ctx.callback(runs.remove)
         start = 0
-        for batch in _chain(first, second, batches):
+        for batch in _chain(held, batches):
+            n = len(batch.lines)
             if known_total is None:
-                _check_space(directory, batch.nbytes + 8 * len(batch.lines), "the temporary files")
-            keys = record_keys(seed, start, len(batch.lines))
-            runs.spill(batch.lines, keys)
-            start += len(batch.lines)
+                _check_space(directory, batch.nbytes + 8 * n, "the temporary files")
+            keys = record_keys(seed, start, n)
+            runs.spill(batch.lines, keys, batch.nbytes)
+            start += n
             del keys
             batch.lines = []
+            if runs.index_bytes() > budget // 16:
+                # keep the pile index small on unexpectedly large inputs: bigger runs
+                reader.batch_memory = min(max(unit, budget // 2), reader.batch_memory * 2)
+        del held
         counts, data_sizes = runs.pile_totals()
         total = int(counts.sum())
         total_bytes = int(data_sizes.sum())
         writer = _Writer(outs, output, shards, total, reader.header, sep, progress, total_bytes)
-        _drain(runs, budget, writer)
+        _drain(runs, max(budget // 4, budget - runs.index_bytes()), writer)
         runs.remove()
-        result_outputs = writer.finish()
         return ShuffleResult(
             seed,
             total,
@@ -607,35 +697,45 @@ def shuffle_files(
             False,
             len(runs.offsets),
             runs.piles,
-            result_outputs,
+            writer.finish(),
         )
 
 
-def _chain(*parts: object) -> Iterator[_Batch]:
-    for part in parts:
-        if isinstance(part, _Batch):
-            yield part
-        else:
-            yield from part  # type: ignore[misc]
+def _chain(held: list[_Batch], rest: Iterator[_Batch]) -> Iterator[_Batch]:
+    """The batches already read, then the rest, letting go of each held one once handed out."""
+    while held:
+        yield held.pop(0)
+    yield from rest
 
 
-def _choose_pile_bits(first: _Batch, known_total: int | None, budget: int) -> int:
-    """Enough piles that each one fits in memory in pass 2 (with room to spare)."""
-    per_record = first.memory() / max(1, len(first.lines))
-    per_byte = per_record / max(1.0, first.nbytes / len(first.lines))
+def _work_unit(budget: int, known_total: int | None) -> int:
+    """The memory a batch (pass 1) and a pile (pass 2) aim at.
+
+    Small units keep the working set in cache and are markedly faster than budget-sized ones;
+    they are made bigger only where the pile index (runs x piles) would otherwise grow too
+    large, on very large inputs.
+    """
+    unit = WORK_UNIT
+    if known_total is not None:
+        est = 2.0 * known_total  # memory of the records, roughly (refined after one batch)
+        unit = max(unit, int(est * math.sqrt(16 * _INDEX_ENTRY / budget)))
+    return max(MIN_MEMORY // 4, min(unit, budget // 2))
+
+
+def _pile_bits_for(known_total: int | None, per_byte: float, unit: int) -> int:
+    """Enough piles that each one is about a work unit (each must fit in memory in pass 2)."""
     if known_total is None:
         # unknown size (stdin, compressed): plan for a large input; piles that still turn out
-        # too big are split again in pass 2
-        return 10
-    est = known_total * per_byte
-    piles = max(2, math.ceil(est / (0.6 * budget)))
-    return min(20, max(1, math.ceil(math.log2(piles))))
+        # too big are split again in pass 2, which changes nothing in the output
+        return UNKNOWN_SIZE_PILE_BITS
+    piles = max(2, math.ceil(known_total * per_byte / unit))
+    return min(16, max(1, math.ceil(math.log2(piles))))
 
 
 def _drain(runs: _Runs, budget: int, writer: _Writer) -> None:
     """Pass 2: write every pile of ``runs`` in key order."""
     counts, sizes = runs.pile_totals()
-    limit = 0.75 * budget
+    limit = 0.6 * budget
     shift = runs.shift + runs.bits
     for p in range(runs.piles):
         n = int(counts[p])
@@ -657,16 +757,16 @@ def _drain(runs: _Runs, budget: int, writer: _Writer) -> None:
         try:
             pending: list[bytes] = []
             pending_keys: list[np.ndarray] = []
-            pending_mem = 0
+            pending_bytes = 0
             for seg_lines, seg_keys in runs.segments(p):
                 pending.extend(seg_lines)
                 pending_keys.append(seg_keys)
-                pending_mem += sum(map(len, seg_lines)) + RECORD_OVERHEAD * len(seg_lines)
-                if pending_mem >= budget // 2:
-                    sub.spill(pending, np.concatenate(pending_keys))
-                    pending, pending_keys, pending_mem = [], [], 0
+                pending_bytes += sum(map(len, seg_lines)) + len(seg_lines)
+                if pending_bytes + RECORD_OVERHEAD * len(pending) >= budget // 2:
+                    sub.spill(pending, np.concatenate(pending_keys), pending_bytes)
+                    pending, pending_keys, pending_bytes = [], [], 0
             if pending:
-                sub.spill(pending, np.concatenate(pending_keys))
+                sub.spill(pending, np.concatenate(pending_keys), pending_bytes)
             del pending, pending_keys
             _drain(sub, budget, writer)
         finally:
