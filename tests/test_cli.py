@@ -1,0 +1,163 @@
+"""The command-line face: CliRunner for options and output, a real subprocess for pipes, exit
+codes and signals; the generated reference and completions are current."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from kxtool import __version__
+from kxtool.cli import app
+from kxtool.cli._reference import expected_files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+runner = CliRunner()
+
+
+def kx(*args: str, input: bytes | None = None, env_extra: dict | None = None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kxtool", *args], input=input, capture_output=True, env=env
+    )
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"kxtool {__version__}"
+
+
+def test_python_dash_m_works():
+    proc = kx("--version")
+    assert proc.returncode == 0 and proc.stdout.decode().strip() == f"kxtool {__version__}"
+
+
+def test_every_command_has_help_with_an_example():
+    import typer
+    from typer import _click
+
+    root = typer.main.get_command(app)
+    ctx = _click.Context(root, info_name="kxtool")
+    names = root.list_commands(ctx)
+    assert "shuffle" in names
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "xample" in result.output, name
+
+
+def test_shuffle_through_clirunner(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"%d\n" % i for i in range(100)))
+    out = tmp_path / "out.txt"
+    result = runner.invoke(app, ["shuffle", str(src), "-o", str(out), "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["seed"] == 3 and summary["records"] == 100 and summary["in_memory"]
+    assert sorted(out.read_bytes().split()) == sorted(src.read_bytes().split())
+
+
+def test_shuffle_stdout_and_verbose_seed(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\nb\nc\n")
+    proc = kx("shuffle", str(src), "--verbose")
+    assert proc.returncode == 0
+    assert sorted(proc.stdout.split()) == [b"a", b"b", b"c"]
+    assert b"seed" in proc.stderr
+    seed = int(proc.stderr.split(b"seed ")[1].split()[0])
+    again = kx("shuffle", str(src), "--seed", str(seed))
+    assert again.stdout == proc.stdout
+
+
+def test_errors_are_one_line_on_stderr_with_exit_1(tmp_path):
+    proc = kx("shuffle", str(tmp_path / "missing.txt"))
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kxtool: error:") and "missing.txt" in lines[0]
+    assert proc.stdout == b""
+
+
+def test_usage_errors_exit_2(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\n")
+    for args in (["shuffle", str(src), "--memory", "lots"], ["shuffle", "--no-such-option"]):
+        proc = kx(*args)
+        assert proc.returncode == 2, args
+        assert b"Traceback" not in proc.stderr
+
+
+def test_json_needs_an_output_file(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\n")
+    proc = kx("shuffle", str(src), "--json")
+    assert proc.returncode == 1 and b"-o" in proc.stderr
+
+
+def test_pipe_into_head_ends_quietly(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(300000)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = f"{sys.executable} -m kxtool shuffle {src} --seed 1 | head -n 2"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, env=env)
+    assert len(proc.stdout.splitlines()) == 2
+    assert proc.stderr == b"", proc.stderr
+    assert proc.returncode in (0, 141)
+
+
+def test_stdin_dash_and_none_are_the_same(tmp_path):
+    data = b"".join(b"%d\n" % i for i in range(1000))
+    a = kx("shuffle", "--seed", "5", input=data)
+    b = kx("shuffle", "-", "--seed", "5", input=data)
+    assert a.returncode == 0 and a.stdout == b.stdout
+    assert sorted(a.stdout.split()) == sorted(data.split())
+
+
+def test_sharded_output_through_the_cli(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"h\n" + b"".join(b"%d\n" % i for i in range(10)))
+    (tmp_path / "out").mkdir()
+    pattern = str(tmp_path / "out" / "part-{:02d}.txt")
+    proc = kx("shuffle", str(src), "--shards", "3", "-o", pattern, "--header", "1", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    parts = sorted(os.listdir(tmp_path / "out"))
+    assert parts == ["part-00.txt", "part-01.txt", "part-02.txt"]
+    for p in parts:
+        assert (tmp_path / "out" / p).read_bytes().startswith(b"h\n")
+
+
+def test_completion_answers_from_the_app():
+    proc = kx(
+        env_extra={
+            "_KXTOOL_COMPLETE": "complete_bash",
+            "COMP_WORDS": "kxtool shuf",
+            "COMP_CWORD": "1",
+        }
+    )
+    assert proc.stdout.decode().split() == ["shuffle"]
+
+
+def test_generated_reference_and_completions_are_current():
+    stale = []
+    for path, text in expected_files(ROOT).items():
+        if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
+            stale.append(os.path.relpath(path, ROOT))
+    assert not stale, (
+        f"stale generated files {stale}: run `python -m kxtool.cli._reference` and commit them"
+    )
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
+def test_ruff_is_clean():
+    proc = subprocess.run(
+        ["ruff", "check", "--quiet", "kxtool", "tests"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
