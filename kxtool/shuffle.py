@@ -31,10 +31,11 @@ import contextlib
 import math
 import os
 import secrets
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from operator import itemgetter
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -174,23 +175,41 @@ def _gather(items: Sequence[bytes], positions: np.ndarray) -> Sequence[bytes]:
 
 
 @dataclass
-class _Batch:
-    lines: list[bytes] = field(default_factory=list)
-    nbytes: int = 0
+class _Chunk:
+    """Whole records read from an input: ``head + block[:cut]``, each ending with the separator.
+
+    ``head`` is the start of a record begun in the previous block; ``block[cut:]`` is the start
+    of the next one (kept by the reader). Keeping the block whole avoids copying it.
+    """
+
+    head: bytes
+    block: bytes
+    cut: int
+    count: int  # records
+    nbytes: int  # bytes, separators included
 
     def memory(self) -> int:
-        return self.nbytes + RECORD_OVERHEAD * len(self.lines)
+        """Memory the records take once split (see :data:`RECORD_OVERHEAD`)."""
+        return self.nbytes + RECORD_OVERHEAD * self.count
+
+    def records(self, sep: bytes) -> list[bytes]:
+        """The records, separators removed."""
+        parts = self.block.split(sep)
+        parts.pop()  # what follows the last separator belongs to the next chunk
+        if self.head:
+            parts[0] = self.head + parts[0]
+        return parts
 
 
 class _Reader:
-    """Reads every input once and hands out batches of whole records (terminators removed)."""
+    """Reads every input once and hands out chunks of whole records."""
 
     def __init__(
         self,
         inputs: Sequence[str],
         sep: bytes,
         header: int,
-        batch_memory: int,
+        block: int,
         max_record: int,
         progress: Progress | None,
         total: int | None,
@@ -199,8 +218,7 @@ class _Reader:
         self.sep = sep
         self.header_wanted = header
         self.header: list[bytes] = []
-        self.batch_memory = batch_memory
-        self.block = max(256, min(MAX_BLOCK, batch_memory // 8))
+        self.block = max(256, min(MAX_BLOCK, block, max_record))
         self.max_record = max_record
         self.progress = progress
         self.total = total
@@ -213,55 +231,63 @@ class _Reader:
             f"budget ({format_size(self.max_record)}); raise --memory"
         )
 
-    def _lines(self, path: str) -> Iterator[tuple[list[bytes], int]]:
-        """Lists of whole records of ``path`` and their size with terminators."""
+    def _raw_chunks(self, path: str) -> Iterator[_Chunk]:
         sep = self.sep
-        carry = b""
-        seen = 0  # lines of this input so far
+        carry: list[bytes] = []  # pieces of a record that spans blocks
+        carry_len = 0
+        seen = 0  # records of this input so far
         for block in read_blocks(path, self.block):
             self.bytes_read += len(block)
             if self.progress is not None:
                 self.progress("reading", self.bytes_read, self.total)
-            parts = block.split(sep)
-            old = len(carry)
-            if old:
-                parts[0] = carry + parts[0]
-            carry = parts.pop()
-            if len(carry) > self.max_record:
-                raise self._too_big(path, seen + len(parts) + 1)
-            if parts:
-                seen += len(parts)
-                yield parts, old + len(block) - len(carry)
-        if carry:
-            yield [carry], len(carry) + 1
+            cut = block.rfind(sep) + 1
+            if cut == 0:
+                carry.append(block)
+                carry_len += len(block)
+                if carry_len > self.max_record:
+                    raise self._too_big(path, seen + 1)
+                continue
+            count = block.count(sep, 0, cut)
+            # blocks are no longer than max_record, so only a record begun in an earlier block
+            # can be too long
+            if carry_len and carry_len + block.index(sep) > self.max_record:
+                raise self._too_big(path, seen + 1)
+            head = b"".join(carry) if carry else b""
+            yield _Chunk(head, block, cut, count, len(head) + cut)
+            seen += count
+            tail = len(block) - cut
+            carry = [block[cut:]] if tail else []
+            carry_len = tail
+            if carry_len > self.max_record:
+                raise self._too_big(path, seen + 1)
+        if carry_len:
+            last = b"".join(carry) + sep
+            yield _Chunk(b"", last, len(last), 1, len(last))
 
-    def batches(self) -> Iterator[_Batch]:
-        batch = _Batch()
+    def _take_header(self, chunk: _Chunk) -> _Chunk | None:
+        """Move header records from the start of ``chunk`` to :attr:`header`."""
+        sep = self.sep
+        data = chunk.head + chunk.block[: chunk.cut]
+        start = 0
+        while len(self.header) < self.header_wanted and start < len(data):
+            end = data.index(sep, start)
+            self.header.append(data[start:end])
+            start = end + 1
+        rest = data[start:]
+        if not rest:
+            return None
+        return _Chunk(b"", rest, len(rest), rest.count(sep), len(rest))
+
+    def chunks(self) -> Iterator[_Chunk]:
+        """Chunks of whole records over all inputs, the header records taken out."""
         for idx, path in enumerate(self.inputs):
-            first_line = 1
-            for parts, nbytes in self._lines(path):
+            for chunk in self._raw_chunks(path):
                 if idx == 0 and len(self.header) < self.header_wanted:
-                    take = self.header_wanted - len(self.header)
-                    head = parts[:take]
-                    self.header.extend(head)
-                    nbytes -= sum(map(len, head)) + len(head)
-                    parts = parts[take:]
-                    first_line += take
-                if not parts:
-                    continue
-                biggest = max(map(len, parts)) if self.max_record < self.block else 0
-                if biggest > self.max_record:
-                    line = next(i for i, p in enumerate(parts) if len(p) > self.max_record)
-                    raise self._too_big(path, first_line + line)
-                first_line += len(parts)
-                batch.lines.extend(parts)
-                batch.nbytes += nbytes
-                self.records += len(parts)
-                if batch.memory() >= self.batch_memory:
-                    yield batch
-                    batch = _Batch()
-        if batch.lines:
-            yield batch
+                    chunk = self._take_header(chunk)
+                    if chunk is None:
+                        continue
+                self.records += chunk.count
+                yield chunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,31 +295,50 @@ class _Reader:
 
 
 class _Runs:
-    """Run files that each hold one batch, grouped into ``2**bits`` piles by key bits.
+    """Runs, each holding one batch grouped into ``2**bits`` piles by key bits.
+
+    A process appends its runs one after the other to a single temporary file (so one file is
+    open however many runs and piles there are); :meth:`adopt` adds the runs other processes
+    wrote, so that pass 2 can read every pile from all of them.
 
     Pile ``p`` of a run holds the records whose key bits ``[shift, shift+bits)`` (counting from
-    the top) equal ``p``, in input order: first their keys (uint64, little-endian), then their
-    bytes, each record followed by the separator.
+    the top) equal ``p``: first their keys (uint64, native order), then their bytes, each record
+    followed by the separator.
     """
 
     def __init__(self, directory: str, sep: bytes, shift: int, bits: int, name: str) -> None:
-        self.directory = directory
+        self.path = os.path.join(directory, f"{name}.runs")
         self.sep = sep
         self.shift = shift
         self.bits = bits
         self.piles = 1 << bits
         self.name = name
-        self.paths: list[str] = []
+        self.directory = directory
+        self.file: BinaryIO | None = None
+        self.end = 0
+        self.files: list[str] = [self.path]
+        self.run_file: list[int] = []  # per run: its file, an index into files
         self.offsets: list[np.ndarray] = []  # per run: byte offset of each pile
         self.counts: list[np.ndarray] = []  # per run: records in each pile
         self.sizes: list[np.ndarray] = []  # per run: data bytes of each pile
+        self._fds: dict[int, int] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["file"] = None
+        state["_fds"] = {}
+        return state
+
+    @property
+    def runs(self) -> int:
+        return len(self.counts)
 
     def pile_of(self, keys: np.ndarray) -> np.ndarray:
         x = keys << np.uint64(self.shift) if self.shift else keys
         return (x >> np.uint64(64 - self.bits)).astype(np.uint32 if self.bits > 16 else np.uint16)
 
     def spill(self, lines: Sequence[bytes], keys: np.ndarray, nbytes: int) -> None:
-        """Write one run: ``lines`` (``nbytes`` with terminators) with their ``keys``, grouped
+        """Append one run: ``lines`` (``nbytes`` with terminators) with their ``keys``, grouped
         by pile."""
         n = len(lines)
         piles = self.pile_of(keys)
@@ -307,76 +352,117 @@ class _Runs:
         np.cumsum(counts, out=bounds[1:])
         offsets = np.zeros(self.piles, dtype=np.int64)
         sizes = np.zeros(self.piles, dtype=np.int64)
-        path = os.path.join(self.directory, f"{self.name}-{len(self.paths):06d}.run")
         sep = self.sep
-        pos = 0
         try:
-            with open(path, "wb", buffering=1 << 20) as f:
-                preallocate(f.fileno(), 8 * n + nbytes, path)
-                for p in np.flatnonzero(counts).tolist():
-                    a, b = int(bounds[p]), int(bounds[p + 1])
-                    offsets[p] = pos
-                    kb = gkeys[a:b].tobytes()
-                    f.write(kb)
-                    size = _write_records(f, grouped, sep, a, b)
-                    sizes[p] = size
-                    pos += len(kb) + size
+            if self.file is None:
+                self.file = open(self.path, "w+b", buffering=1 << 20)  # noqa: SIM115
+            f = self.file
+            f.seek(self.end)
+            preallocate(f.fileno(), 8 * n + nbytes, self.path, self.end)
+            pos = self.end
+            for p in np.flatnonzero(counts).tolist():
+                a, b = int(bounds[p]), int(bounds[p + 1])
+                offsets[p] = pos
+                kb = gkeys[a:b].tobytes()
+                f.write(kb)
+                size = _write_records(f, grouped, sep, a, b)
+                sizes[p] = size
+                pos += len(kb) + size
+            f.flush()
         except OSError as e:
-            raise os_error(e, path, "cannot write temporary file") from None
+            raise os_error(e, self.path, "cannot write temporary file") from None
         assert int(bounds[-1]) == n
-        self.paths.append(path)
+        self.end = pos
+        self.run_file.append(0)
         self.offsets.append(offsets)
         self.counts.append(counts)
         self.sizes.append(sizes)
 
+    def adopt(self, other: _Runs) -> None:
+        """Add the runs of ``other`` (same piles), written by another process."""
+        assert other.piles == self.piles and other.shift == self.shift
+        base = len(self.files)
+        self.files.extend(other.files)
+        self.run_file.extend(base + i for i in other.run_file)
+        self.offsets.extend(other.offsets)
+        self.counts.extend(other.counts)
+        self.sizes.extend(other.sizes)
+
     def index_bytes(self) -> int:
         """Memory taken by the pile index."""
-        return _INDEX_ENTRY * self.piles * len(self.paths)
+        return _INDEX_ENTRY * self.piles * self.runs
 
     def pile_totals(self) -> tuple[np.ndarray, np.ndarray]:
         """Records and data bytes of every pile, over all runs."""
-        if not self.paths:
+        if not self.runs:
             z = np.zeros(self.piles, dtype=np.int64)
             return z, z
         return np.sum(self.counts, axis=0), np.sum(self.sizes, axis=0)
 
+    def _fd(self, i: int) -> int:
+        if i == 0 and self.file is not None:
+            return self.file.fileno()
+        fd = self._fds.get(i)
+        if fd is None:
+            try:
+                fd = os.open(self.files[i], os.O_RDONLY)
+            except OSError as e:
+                raise os_error(e, self.files[i], "cannot read temporary file") from None
+            self._fds[i] = fd
+        return fd
+
     def segments(self, p: int) -> Iterator[tuple[list[bytes], np.ndarray]]:
-        """The records and keys of pile ``p``, one run at a time, in input order."""
+        """The records and keys of pile ``p``, one run at a time."""
         sep = self.sep
-        for r, path in enumerate(self.paths):
+        for r in range(self.runs):
             n = int(self.counts[r][p])
             if n == 0:
                 continue
             size = int(self.sizes[r][p])
+            pos = int(self.offsets[r][p])
+            path = self.files[self.run_file[r]]
             lines: list[bytes] = []
             try:
-                with open(path, "rb") as f:
-                    f.seek(int(self.offsets[r][p]))
-                    kb = f.read(8 * n)
-                    carry = b""
-                    left = size
-                    while left > 0:  # in blocks, so that no second copy of a segment is held
-                        block = f.read(min(left, MAX_BLOCK))
-                        if not block:
-                            break
-                        left -= len(block)
-                        parts = block.split(sep)
-                        if carry:
-                            parts[0] = carry + parts[0]
-                        carry = parts.pop()
-                        lines.extend(parts)
-                        del parts, block
+                fd = self._fd(self.run_file[r])
+                kb = os.pread(fd, 8 * n, pos)
+                pos += len(kb)
+                carry = b""
+                left = size
+                while left > 0:  # in blocks, so that no second copy of a segment is held
+                    block = os.pread(fd, min(left, MAX_BLOCK), pos)
+                    if not block:
+                        break
+                    left -= len(block)
+                    pos += len(block)
+                    parts = block.split(sep)
+                    if carry:
+                        parts[0] = carry + parts[0]
+                    carry = parts.pop()
+                    lines.extend(parts)
+                    del parts, block
             except OSError as e:
                 raise os_error(e, path, "cannot read temporary file") from None
             if len(kb) != 8 * n or left != 0 or carry or len(lines) != n:
                 raise KxError(f"temporary file {path!r} was truncated or changed during the run")
             yield lines, np.frombuffer(kb, dtype=np.uint64)
 
+    def close(self) -> None:
+        """Close every file (the runs stay on disk)."""
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
     def remove(self) -> None:
-        for path in self.paths:
+        """Close and delete every file."""
+        self.close()
+        for path in self.files:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        self.paths.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +543,31 @@ class _Writer:
             if self.progress is not None:
                 self.progress("writing", self.written_bytes, self.total_bytes)
 
+    def write_joined(self, data: bytes, count: int) -> None:
+        """Write ``count`` records joined by the separator (without the final one)."""
+        sep = self.sep
+        while count:
+            while self.file is None or self.done >= self.bounds[self.shard + 1]:
+                self._open_next()
+            room = self.bounds[self.shard + 1] - self.done
+            if count <= room:
+                self.file.write(data)
+                self.file.write(sep)
+                self.written_bytes += len(data) + 1
+                self.done += count
+                count = 0
+            else:  # a shard ends inside this chunk (rare): cut after `room` records
+                cut = -1
+                for _ in range(room):
+                    cut = data.index(sep, cut + 1)
+                self.file.write(data[: cut + 1])
+                self.written_bytes += cut + 1
+                self.done += room
+                data = data[cut + 1 :]
+                count -= room
+        if self.progress is not None:
+            self.progress("writing", self.written_bytes, self.total_bytes)
+
     def finish(self) -> list[str]:
         """Open any output not yet opened (empty shards, empty input) and return all paths."""
         target = len(self.bounds) - 1
@@ -466,7 +577,7 @@ class _Writer:
 
 
 def _emit_ordered(
-    lines: Sequence[bytes], keys: np.ndarray, nbytes: int, shift: int, writer: _Writer
+    lines: Sequence[bytes], keys: np.ndarray, nbytes: int, shift: int, writer: _Writer | _PipeSink
 ) -> None:
     """Write ``lines`` in increasing key order, where every key shares its top ``shift`` bits.
 
@@ -515,6 +626,7 @@ class ShuffleResult:
     in_memory: bool
     runs: int
     piles: int
+    jobs: int
     outputs: list[str]
 
 
@@ -581,6 +693,7 @@ def shuffle_files(
     shards: int | None = None,
     header: int = 0,
     zero_terminated: bool = False,
+    jobs: int | None = None,
     progress: Progress | None = None,
     _pile_bits: int | None = None,
 ) -> ShuffleResult:
@@ -592,7 +705,9 @@ def shuffle_files(
     ``memory`` bounds the memory for records (e.g. ``"512M"``). The same ``seed`` and input
     always give the same output, whatever ``memory`` and ``tmp_dir``. ``header`` lines of the
     first input stay on top (of every shard). Records end with a newline, or with NUL when
-    ``zero_terminated``; a missing final terminator is added. Raises :class:`KxError`.
+    ``zero_terminated``; a missing final terminator is added. Inputs that do not fit in memory
+    are shuffled by ``jobs`` worker processes (default :func:`default_jobs`); the output does
+    not depend on their number. Raises :class:`KxError`.
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -615,79 +730,91 @@ def shuffle_files(
 
     sizes = [input_size(p) for p in paths]
     known_total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+    if jobs is None:
+        jobs = default_jobs()
+    if jobs < 1:
+        raise KxError("--jobs must be at least 1")
     unit = _work_unit(budget, known_total)
-    reader = _Reader(paths, sep, header, unit, budget // 4, progress, known_total)
+    reader = _Reader(paths, sep, header, unit // 2, budget // 4, progress, known_total)
     in_memory_limit = int(IN_MEMORY_SHARE * budget)
+    if jobs > 1:  # room for the workers' batches while the main process still holds chunks
+        in_memory_limit = max(in_memory_limit // 2, in_memory_limit - 3 * jobs * unit)
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
     with tmp_ctx, AtomicOutputs() as outs:
-        # read until the input ends or no longer fits in memory
-        batches = reader.batches()
-        held: list[_Batch] = []
-        held_memory = 0
+        # read until the input ends or clearly will not fit in memory
+        chunks = reader.chunks()
+        held: list[_Chunk] = []
+        held_memory = held_bytes = 0
         fits = True
-        for batch in batches:
-            held.append(batch)
-            held_memory += batch.memory()
-            if held_memory > in_memory_limit:
+        for chunk in chunks:
+            held.append(chunk)
+            held_memory += chunk.memory()
+            held_bytes += chunk.nbytes
+            if held_memory > in_memory_limit or (
+                known_total is not None
+                and known_total * held_memory / held_bytes > 1.25 * in_memory_limit
+            ):
                 fits = False
                 break
 
         if fits:
             lines: list[bytes] = []
-            for batch in held:
-                lines.extend(batch.lines)
-                batch.lines = []
-            total_bytes = sum(b.nbytes for b in held)
+            for chunk in held:
+                lines.extend(chunk.records(sep))
+                chunk.block = chunk.head = b""
             del held
             writer = _Writer(
-                outs, output, shards, len(lines), reader.header, sep, progress, total_bytes
+                outs, output, shards, len(lines), reader.header, sep, progress, held_bytes
             )
             keys = record_keys(seed, 0, len(lines))
-            _emit_ordered(lines, keys, total_bytes, 0, writer)
+            _emit_ordered(lines, keys, held_bytes, 0, writer)
             del lines, keys
             return ShuffleResult(
                 seed,
                 reader.records,
-                total_bytes,
+                held_bytes,
                 len(reader.header),
                 True,
                 0,
                 0,
+                1,
                 writer.finish(),
             )
 
-        # too big: spill every batch to a run file, grouped into piles, then write pile by pile
+        # too big: pass 1 spills the records to runs, grouped into piles by key bits; pass 2
+        # orders and writes one pile at a time
         directory = tmp_ctx.enter_context(temp_dir(tmp_base))
-        per_byte = held_memory / max(1, sum(b.nbytes for b in held))
+        per_byte = held_memory / max(1, held_bytes)
         if known_total is not None:
-            records_est = int(
-                known_total * sum(len(b.lines) for b in held) / held_memory * per_byte
-            )
+            records_est = int(known_total * sum(c.count for c in held) / max(1, held_bytes))
             _check_space(directory, known_total + 8 * records_est, "the temporary files")
-        bits = _pile_bits if _pile_bits is not None else _pile_bits_for(known_total, per_byte, unit)
-        runs = _Runs(directory, sep, 0, bits, "run")
-        tmp_ctx.callback(runs.remove)
-        start = 0
-        for batch in _chain(held, batches):
-            n = len(batch.lines)
-            if known_total is None:
-                _check_space(directory, batch.nbytes + 8 * n, "the temporary files")
-            keys = record_keys(seed, start, n)
-            runs.spill(batch.lines, keys, batch.nbytes)
-            start += n
-            del keys
-            batch.lines = []
-            if runs.index_bytes() > budget // 16:
-                # keep the pile index small on unexpectedly large inputs: bigger runs
-                reader.batch_memory = min(max(unit, budget // 2), reader.batch_memory * 2)
-        del held
+        if _pile_bits is not None:
+            bits = _pile_bits
+        else:
+            bits = _pile_bits_for(known_total, per_byte, unit)
+        space = None if known_total is not None else directory
+        stream = _chain(held, chunks)
+        if jobs > 1:
+            pool = _Pool(jobs, directory, sep, bits, seed, unit)
+            tmp_ctx.callback(pool.stop)
+            runs = pool.pass1(stream, space)
+        else:
+            runs = _Runs(directory, sep, 0, bits, "run")
+            tmp_ctx.callback(runs.remove)
+            _pass1(runs, stream, seed, unit, sep, space)
+        del held, stream
         counts, data_sizes = runs.pile_totals()
         total = int(counts.sum())
         total_bytes = int(data_sizes.sum())
         writer = _Writer(outs, output, shards, total, reader.header, sep, progress, total_bytes)
-        _drain(runs, max(budget // 4, budget - runs.index_bytes()), writer)
+        pile_budget = max(budget // 4, budget - runs.index_bytes())
+        if jobs > 1:
+            pool.pass2(runs, pile_budget // jobs, writer)
+            pool.stop()
+        else:
+            _drain(runs, pile_budget, writer)
         runs.remove()
         return ShuffleResult(
             seed,
@@ -695,17 +822,153 @@ def shuffle_files(
             total_bytes,
             len(reader.header),
             False,
-            len(runs.offsets),
+            runs.runs,
             runs.piles,
+            jobs,
             writer.finish(),
         )
 
 
-def _chain(held: list[_Batch], rest: Iterator[_Batch]) -> Iterator[_Batch]:
-    """The batches already read, then the rest, letting go of each held one once handed out."""
+def default_jobs() -> int:
+    """Worker processes used when none are asked for: the usable cores, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def _chain(held: list[_Chunk], rest: Iterator[_Chunk]) -> Iterator[_Chunk]:
+    """The chunks already read, then the rest, letting go of each held one once handed out."""
+    held.reverse()
     while held:
-        yield held.pop(0)
+        yield held.pop()
     yield from rest
+
+
+def _pass1(
+    runs: _Runs, chunks: Iterator[_Chunk], seed: int, unit: int, sep: bytes, space: str | None
+) -> None:
+    """Pass 1 in this process: split the chunks into records, key them and spill them."""
+    spiller = _Spiller(runs, unit)
+    start = 0
+    for chunk in chunks:
+        if space is not None:
+            _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")
+        spiller.add(chunk.records(sep), record_keys(seed, start, chunk.count), chunk.nbytes)
+        start += chunk.count
+    spiller.flush()
+
+
+class _Pool:
+    """Worker processes that share both passes: the main process reads and writes, workers
+    split, key, spill, order and join. The output is the same as with one process."""
+
+    def __init__(
+        self, jobs: int, directory: str, sep: bytes, bits: int, seed: int, unit: int
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.workers: list[tuple[Any, Connection]] = []
+        self.sep = sep
+        self.bits = bits
+        self.directory = directory
+        try:
+            for w in range(jobs):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=_worker,
+                    args=(child, f"worker{w}", directory, sep, bits, seed, unit),
+                    daemon=True,
+                )
+                proc.start()
+                child.close()
+                _enlarge_pipe(parent)
+                self.workers.append((proc, parent))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _failed(self, w: int) -> KxError:
+        """The error a worker reported, or that it died."""
+        proc, conn = self.workers[w]
+        with contextlib.suppress(Exception):
+            if conn.poll(1):
+                msg = conn.recv()
+                if msg[0] == "error":
+                    return KxError(msg[1])
+        proc.join(1)
+        return KxError(f"a worker process died unexpectedly (exit code {proc.exitcode})")
+
+    def _recv(self, w: int) -> tuple:
+        try:
+            msg = self.workers[w][1].recv()
+        except (EOFError, OSError):
+            raise self._failed(w) from None
+        if msg[0] == "error":
+            raise KxError(msg[1])
+        return msg
+
+    def pass1(self, chunks: Iterator[_Chunk], space: str | None) -> _Runs:
+        jobs = len(self.workers)
+        start = 0
+        for i, chunk in enumerate(chunks):
+            if space is not None:
+                _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")
+            w = i % jobs
+            conn = self.workers[w][1]
+            try:
+                conn.send(("chunk", start, chunk.count, chunk.nbytes))
+                conn.send_bytes(chunk.head)
+                conn.send_bytes(chunk.block, 0, chunk.cut)
+            except OSError:
+                raise self._failed(w) from None
+            start += chunk.count
+        merged = _Runs(self.directory, self.sep, 0, self.bits, "merged")
+        for w in range(jobs):
+            try:
+                self.workers[w][1].send(("end",))
+            except OSError:
+                raise self._failed(w) from None
+        for w in range(jobs):
+            merged.adopt(self._recv(w)[1])
+        return merged
+
+    def pass2(self, runs: _Runs, budget: int, writer: _Writer) -> None:
+        jobs = len(self.workers)
+        counts, _ = runs.pile_totals()
+        piles = np.flatnonzero(counts).tolist()
+        for w in range(jobs):
+            try:
+                self.workers[w][1].send(("drain", runs, piles[w::jobs], budget))
+            except OSError:
+                raise self._failed(w) from None
+        for i in range(len(piles)):
+            w = i % jobs
+            conn = self.workers[w][1]
+            while True:
+                msg = self._recv(w)
+                if msg[0] == "pile":
+                    break
+                data = conn.recv_bytes()
+                writer.write_joined(data, msg[1])
+        for w in range(jobs):
+            self._recv(w)  # ("done",)
+
+    def stop(self) -> None:
+        """End every worker (politely if it is idle, by force otherwise)."""
+        for _proc, conn in self.workers:
+            with contextlib.suppress(Exception):
+                conn.send(("exit",))
+        for proc, conn in self.workers:
+            proc.join(0.5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.workers = []
 
 
 def _work_unit(budget: int, known_total: int | None) -> int:
@@ -732,45 +995,141 @@ def _pile_bits_for(known_total: int | None, per_byte: float, unit: int) -> int:
     return min(16, max(1, math.ceil(math.log2(piles))))
 
 
-def _drain(runs: _Runs, budget: int, writer: _Writer) -> None:
-    """Pass 2: write every pile of ``runs`` in key order."""
+def _drain(
+    runs: _Runs, budget: int, sink: _Writer | _PipeSink, piles: Iterable[int] | None = None
+) -> None:
+    """Pass 2: write the piles of ``runs`` (all, or ``piles``, in that order) in key order."""
     counts, sizes = runs.pile_totals()
-    limit = 0.6 * budget
+    for p in range(runs.piles) if piles is None else piles:
+        if counts[p]:
+            _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
+        if isinstance(sink, _PipeSink) and piles is not None:
+            sink.end_pile()
+
+
+def _drain_pile(
+    runs: _Runs, p: int, n: int, nbytes: int, budget: int, sink: _Writer | _PipeSink
+) -> None:
     shift = runs.shift + runs.bits
-    for p in range(runs.piles):
-        n = int(counts[p])
-        if n == 0:
-            continue
-        need = int(sizes[p]) + RECORD_OVERHEAD * n
-        if need <= limit or shift >= 56:
-            lines: list[bytes] = []
-            keys: list[np.ndarray] = []
-            for seg_lines, seg_keys in runs.segments(p):
-                lines.extend(seg_lines)
-                keys.append(seg_keys)
-            _emit_ordered(lines, np.concatenate(keys), int(sizes[p]), shift, writer)
-            del lines, keys
-            continue
-        # too big for memory: scatter this pile again by the next key bits
-        bits = min(16, max(1, math.ceil(math.log2(need / (0.5 * budget)))))
-        sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
-        try:
-            pending: list[bytes] = []
-            pending_keys: list[np.ndarray] = []
-            pending_bytes = 0
-            for seg_lines, seg_keys in runs.segments(p):
-                pending.extend(seg_lines)
-                pending_keys.append(seg_keys)
-                pending_bytes += sum(map(len, seg_lines)) + len(seg_lines)
-                if pending_bytes + RECORD_OVERHEAD * len(pending) >= budget // 2:
-                    sub.spill(pending, np.concatenate(pending_keys), pending_bytes)
-                    pending, pending_keys, pending_bytes = [], [], 0
-            if pending:
-                sub.spill(pending, np.concatenate(pending_keys), pending_bytes)
-            del pending, pending_keys
-            _drain(sub, budget, writer)
-        finally:
-            sub.remove()
+    need = nbytes + RECORD_OVERHEAD * n
+    if need <= 0.6 * budget or shift >= 56:
+        lines: list[bytes] = []
+        keys: list[np.ndarray] = []
+        for seg_lines, seg_keys in runs.segments(p):
+            lines.extend(seg_lines)
+            keys.append(seg_keys)
+        _emit_ordered(lines, np.concatenate(keys), nbytes, shift, sink)
+        return
+    # too big for memory: scatter this pile again by the next key bits
+    bits = min(16, max(1, math.ceil(math.log2(need / (0.5 * budget)))))
+    sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
+    try:
+        spiller = _Spiller(sub, budget // 2)
+        for seg_lines, seg_keys in runs.segments(p):
+            spiller.add(seg_lines, seg_keys, sum(map(len, seg_lines)) + len(seg_lines))
+        spiller.flush()
+        _drain(sub, budget, sink)
+    finally:
+        sub.remove()
+
+
+class _Spiller:
+    """Collects records and their keys into runs of about ``unit`` bytes of memory."""
+
+    def __init__(self, runs: _Runs, unit: int) -> None:
+        self.runs = runs
+        self.unit = unit
+        self.lines: list[bytes] = []
+        self.keys: list[np.ndarray] = []
+        self.nbytes = 0
+
+    def add(self, lines: list[bytes], keys: np.ndarray, nbytes: int) -> None:
+        self.lines.extend(lines)
+        self.keys.append(keys)
+        self.nbytes += nbytes
+        if self.nbytes + RECORD_OVERHEAD * len(self.lines) >= self.unit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            keys = self.keys[0] if len(self.keys) == 1 else np.concatenate(self.keys)
+            self.runs.spill(self.lines, keys, self.nbytes)
+        self.lines, self.keys, self.nbytes = [], [], 0
+
+
+class _PipeSink:
+    """Pass 2 in a worker: ordered records go to the main process in joined chunks."""
+
+    def __init__(self, conn: Connection, sep: bytes) -> None:
+        self.conn = conn
+        self.sep = sep
+
+    def write(self, records: Sequence[bytes]) -> None:
+        for s in range(0, len(records), WRITE_BATCH):
+            part = records[s : s + WRITE_BATCH]
+            self.conn.send(("chunk", len(part)))
+            self.conn.send_bytes(self.sep.join(part))
+
+    def end_pile(self) -> None:
+        self.conn.send(("pile",))
+
+
+# --------------------------------------------------------------------------------------------
+# worker processes
+
+
+def _enlarge_pipe(conn: Connection) -> None:
+    """Bigger pipe buffers mean fewer wake-ups per megabyte (Linux only; best effort)."""
+    with contextlib.suppress(Exception):
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+
+
+def _worker(
+    conn: Connection, name: str, directory: str, sep: bytes, bits: int, seed: int, unit: int
+) -> None:
+    """A worker process: pass 1 spills the chunks it is sent; pass 2 orders the piles it is
+    given and sends them back in order."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides and cleans up
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    runs = _Runs(directory, sep, 0, bits, name)
+    try:
+        spiller = _Spiller(runs, unit)
+        while True:
+            msg = conn.recv()
+            kind = msg[0]
+            if kind == "chunk":
+                _, start, count, nbytes = msg
+                head = conn.recv_bytes()
+                body = conn.recv_bytes()
+                lines = body.split(sep)
+                del body
+                lines.pop()
+                if head:
+                    lines[0] = head + lines[0]
+                spiller.add(lines, record_keys(seed, start, count), nbytes)
+            elif kind == "end":
+                spiller.flush()
+                runs.close()
+                conn.send(("runs", runs))
+            elif kind == "drain":
+                _, merged, piles, budget = msg
+                _drain(merged, budget, _PipeSink(conn, sep), piles)
+                merged.close()
+                conn.send(("done",))
+            else:
+                return
+    except KxError as e:
+        with contextlib.suppress(Exception):
+            conn.send(("error", e.message))
+    except BaseException as e:  # noqa: BLE001 - reported to the main process
+        with contextlib.suppress(Exception):
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        runs.close()
 
 
 def shuffle_lines(lines: Sequence[bytes], seed: int) -> list[bytes]:

@@ -197,10 +197,11 @@ class AtomicOutputs:
     """A set of outputs written atomically together; ``-`` is stdout.
 
     Each :meth:`open` gives a file that writes to a temporary file beside its target. When the
-    ``with`` block ends without an exception, every temporary file is fsynced and renamed over
-    its target; on any exception, Ctrl-C included, the temporary files are removed and the
-    targets are untouched. A new file keeps the permissions of the file it replaces (or the
-    usual ones, for a new file).
+    ``with`` block ends without an exception, every temporary file is renamed over its target
+    (after an fsync when it replaces an existing file, so that a crash cannot lose both); on
+    any exception, Ctrl-C included, the temporary files are removed and the targets are
+    untouched. A new file keeps the permissions of the file it replaces (or the usual ones, for
+    a new file).
     """
 
     def __init__(self) -> None:
@@ -254,7 +255,10 @@ class AtomicOutputs:
             try:
                 f.flush()
                 f.truncate()  # drop any space reserved beyond what was written
-                os.fsync(f.fileno())
+                if os.path.lexists(target):
+                    # replacing a file: its data must be on disk before the rename, or a crash
+                    # could lose both versions; a new file is flushed by the kernel as usual
+                    os.fsync(f.fileno())
                 f.close()
             except OSError as e:
                 raise os_error(e, target, "cannot write") from None
@@ -346,16 +350,20 @@ def format_size(n: float) -> str:
     return f"{n:.1f}T"  # pragma: no cover
 
 
-def preallocate(fd: int, size: int, name: str | os.PathLike[str]) -> None:
-    """Reserve ``size`` bytes for the file open on ``fd``.
+#: Files smaller than this are not preallocated (it only pays for big writes).
+PREALLOCATE_MIN = 4 << 20
+
+
+def preallocate(fd: int, size: int, name: str | os.PathLike[str], offset: int = 0) -> None:
+    """Reserve ``size`` bytes from ``offset`` on for the file open on ``fd``.
 
     Writing into reserved space is markedly faster on some file systems, and a full disk shows
     up here, before any data is written. File systems that cannot reserve space are fine.
     """
-    if size <= 0 or not hasattr(os, "posix_fallocate"):
+    if size < PREALLOCATE_MIN or not hasattr(os, "posix_fallocate"):
         return
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, offset, size)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise os_error(e, name, "cannot write") from None

@@ -144,9 +144,9 @@ def test_uniform_over_all_orders_with_several_piles(tmp_path):
     p = write(tmp_path / "five.txt", b"".join(x + b"\n" for x in lines))
     out = tmp_path / "o.txt"
     counts: Counter = Counter()
-    trials = 2400
+    trials = 1200
     for seed in range(trials):
-        res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path)
+        res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path, jobs=1)
         counts[tuple(x[:1] for x in records(out.read_bytes()))] += 1
     assert not res.in_memory and res.runs >= 2
     assert len(counts) == 120
@@ -161,10 +161,10 @@ def test_first_two_outputs_come_from_the_same_pile_as_often_as_uniform(tmp_path)
     lines = [b"%02d" % i + b"x" * 500 for i in range(12)]
     p = write(tmp_path / "twelve.txt", b"".join(x + b"\n" for x in lines))
     out = tmp_path / "o.txt"
-    trials = 2000
+    trials = 1000
     same = 0
     for seed in range(trials):
-        res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path)
+        res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path, jobs=1)
         first, second = records(out.read_bytes())[:2]
         same += int(first[:2]) // 4 == int(second[:2]) // 4
     assert not res.in_memory and res.runs == 3
@@ -214,6 +214,41 @@ def test_same_seed_same_output_whatever_the_budget_and_piles(tmp_path, corpus):
     other = tmp_path / "other.txt"
     shuffle_files([path], str(other), seed=12)
     assert other.read_bytes() != outs[0]
+
+
+def test_same_output_whatever_the_number_of_workers(tmp_path, corpus):
+    path, lines = corpus
+    outs = []
+    for jobs in (1, 2, 3):
+        out = tmp_path / f"o{jobs}.txt"
+        res = shuffle_files([path], str(out), memory="32K", seed=21, jobs=jobs, tmp_dir=tmp_path)
+        assert res.jobs == jobs and not res.in_memory
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    assert Counter(records(outs[0])) == Counter(lines)
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt", "o1.txt", "o2.txt", "o3.txt"]
+
+
+def test_workers_shard_and_resplit_like_one_process(tmp_path, corpus):
+    path, _ = corpus
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d, jobs, bits in (("a", 1, None), ("b", 2, 1)):
+        shuffle_files(
+            [path],
+            str(tmp_path / d / "s{}.txt"),
+            shards=5,
+            header=1,
+            seed=3,
+            memory="16K",
+            jobs=jobs,
+            tmp_dir=tmp_path,
+            _pile_bits=bits,
+        )
+    for j in range(5):
+        assert (tmp_path / "a" / f"s{j}.txt").read_bytes() == (
+            tmp_path / "b" / f"s{j}.txt"
+        ).read_bytes()
 
 
 def test_pile_too_big_is_split_again_without_changing_the_output(tmp_path, corpus):

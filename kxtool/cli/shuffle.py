@@ -75,6 +75,15 @@ def shuffle(
     zero_terminated: bool = typer.Option(
         False, "-z", "--zero-terminated", help="Records end with NUL, not newline."
     ),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        "-j",
+        min=1,
+        metavar="N",
+        help="Worker processes for inputs that do not fit in memory (default: the cores, at "
+        "most 4). The output does not depend on it.",
+    ),
     json_out: bool = typer.Option(
         False, "--json", help="Print a JSON summary on stdout (needs -o)."
     ),
@@ -99,6 +108,7 @@ def shuffle(
             shards=shards,
             header=header,
             zero_terminated=zero_terminated,
+            jobs=jobs,
             progress=bars,
         )
     elapsed = time.perf_counter() - started
@@ -110,11 +120,16 @@ def shuffle(
         "in_memory": result.in_memory,
         "runs": result.runs,
         "piles": result.piles,
+        "jobs": result.jobs,
         "outputs": result.outputs,
         "seconds": round(elapsed, 3),
     }
     if verbose:
-        how = "in memory" if result.in_memory else f"{result.runs} runs, {result.piles} piles"
+        how = (
+            "in memory"
+            if result.in_memory
+            else f"{result.runs} runs, {result.piles} piles, {result.jobs} workers"
+        )
         err(f"kxtool: seed {result.seed}")
         err(f"kxtool: {result.records} records, {result.bytes} bytes, {how}, {elapsed:.2f} s")
     if json_out:
