@@ -4,8 +4,9 @@
 
 Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes, then times in
 one run: `cat FILE > /dev/null`, `cp FILE`, GNU `shuf FILE -o OUT` and
-`kxtool shuffle FILE --memory M -o OUT`, each under `/usr/bin/time -v` for wall time and peak
-resident memory. Prints a Markdown table; `--update` also writes it into BENCHMARKS.md.
+`kxtool shuffle FILE --memory M -o OUT` (with its default workers, and with `--jobs 1`), each
+for wall time and the peak resident memory of all its processes together. Prints a
+Markdown table; `--update` also writes it into BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -55,16 +55,43 @@ def count_lines(path: str) -> int:
     return n
 
 
+def _tree_rss_kib(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, in KiB (from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
+            children.setdefault(ppid, []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
 def timed(cmd: str) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of a shell command, via /usr/bin/time -v."""
-    full = ["/usr/bin/time", "-v", "bash", "-c", cmd]
+    """Wall seconds and peak resident memory (KiB) of a shell command and all its processes,
+    sampled every 20 ms (the sum over worker processes counts pages they share once each, so
+    it errs high)."""
     start = time.perf_counter()
-    proc = subprocess.run(full, capture_output=True, text=True)
+    proc = subprocess.Popen(["bash", "-c", cmd], stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_kib(proc.pid))
+        time.sleep(0.02)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"failed: {cmd}\n{proc.stderr}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return wall, rss
+        raise SystemExit(f"failed: {cmd}\n{proc.stderr.read().decode()}")
+    return wall, peak
 
 
 def main() -> None:
@@ -93,7 +120,10 @@ def main() -> None:
         ("GNU shuf", f"shuf {src} -o {out}"),
         (f"kxtool shuffle --memory {args.memory}",
          f"{kxtool} shuffle {src} --memory {args.memory} --seed 1 -o {out}"),
+        (f"kxtool shuffle --memory {args.memory} --jobs 1",
+         f"{kxtool} shuffle {src} --memory {args.memory} --seed 1 --jobs 1 -o {out}"),
     ]
+    load = os.getloadavg()[0]
     rows = []
     results = {}
     for name, cmd in cases:
@@ -124,7 +154,8 @@ def main() -> None:
         [
             f"File: {nbytes / 1e9:.2f} GB, {count_lines(src):,} lines of 20-200 "
             f"random printable bytes. Machine: {os.cpu_count()} cores, {platform.machine()}, "
-            f"Python {platform.python_version()}; best of {args.repeat}.",
+            f"Python {platform.python_version()}; best of {args.repeat}; load average before "
+            f"the run {load:.2f}. Peak RSS is summed over all processes of a command.",
             "",
             "| command | wall s | MB/s | peak RSS MiB | speed vs shuf | memory vs shuf |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",

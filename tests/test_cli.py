@@ -161,3 +161,49 @@ def test_ruff_is_clean():
         ["ruff", "check", "--quiet", "kxtool", "tests"], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path):
+    import pty
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(400000)))
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kxtool",
+            "shuffle",
+            str(src),
+            "-o",
+            str(tmp_path / "o"),
+            "--memory",
+            "4M",
+            "--jobs",
+            "1",
+        ],
+        stderr=slave,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"reading" in seen and b"writing" in seen

@@ -540,3 +540,32 @@ def test_bad_arguments(tmp_path):
 def test_all_orders_reachable_small():
     seen = {tuple(sh._order(record_keys(s, 0, 4), 0)) for s in range(400)}
     assert seen == set(itertools.permutations(range(4)))
+
+
+def _random_lines_file(path, total: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(20, 201, total // 100)
+    buf = rng.integers(32, 127, int(lens.sum()), dtype=np.uint8)
+    buf[np.cumsum(lens) - 1] = 10
+    path.write_bytes(buf.tobytes())
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_peak_memory_stays_within_the_budget(tmp_path, jobs):
+    src = tmp_path / "big.txt"
+    _random_lines_file(src, 60 << 20)
+    out = tmp_path / "out.txt"
+    code = (
+        "import resource, subprocess, sys\n"
+        f"r = subprocess.run([sys.executable, '-m', 'kxtool', 'shuffle', {str(src)!r}, '-o',"
+        f" {str(out)!r}, '--memory', '16M', '--jobs', '{jobs}', '--seed', '1', '--tmp-dir',"
+        f" {str(tmp_path)!r}])\n"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    code_, peak_kib = map(int, proc.stdout.split())
+    assert code_ == 0, proc.stderr
+    assert peak_kib * 1024 < (16 << 20) + (64 << 20), peak_kib
+    assert out.stat().st_size == src.stat().st_size

@@ -141,6 +141,10 @@ class Bars:
             from tqdm import tqdm
 
             scale = self.unit == "B"
+            try:
+                width = os.get_terminal_size(sys.stderr.fileno()).columns
+            except (OSError, ValueError):
+                width = 0
             self._bar = tqdm(
                 total=total,
                 desc=phase,
@@ -149,7 +153,8 @@ class Bars:
                 unit_divisor=1024 if scale else 1000,
                 file=sys.stderr,
                 leave=False,
-                dynamic_ncols=True,
+                dynamic_ncols=width > 0,
+                ncols=None if width > 0 else 80,  # a terminal that reports no size
             )
             self._phase = phase
         bar = self._bar
