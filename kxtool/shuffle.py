@@ -71,6 +71,8 @@ WORK_UNIT = 16 << 20
 IN_MEMORY_SHARE = 0.8
 #: Piles when the input size is not known in advance (stdin, compressed inputs).
 UNKNOWN_SIZE_PILE_BITS = 8
+#: Expansion assumed for compressed inputs when planning piles.
+COMPRESSION_GUESS = 5
 #: Bytes of memory one (run, pile) entry of the pile index takes.
 _INDEX_ENTRY = 24
 #: Smallest budget accepted.
@@ -730,11 +732,12 @@ def shuffle_files(
 
     sizes = [input_size(p) for p in paths]
     known_total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+    planning_total = known_total if known_total is not None else _planning_size(paths)
     if jobs is None:
         jobs = default_jobs()
     if jobs < 1:
         raise KxError("--jobs must be at least 1")
-    unit = _work_unit(budget, known_total)
+    unit = _work_unit(budget, planning_total)
     reader = _Reader(paths, sep, header, unit // 2, budget // 4, progress, known_total)
     in_memory_limit = int(IN_MEMORY_SHARE * budget)
     if jobs > 1:  # room for the workers' batches while the main process still holds chunks
@@ -793,7 +796,7 @@ def shuffle_files(
         if _pile_bits is not None:
             bits = _pile_bits
         else:
-            bits = _pile_bits_for(known_total, per_byte, unit)
+            bits = _pile_bits_for(planning_total, per_byte, unit)
         space = None if known_total is not None else directory
         stream = _chain(held, chunks)
         if jobs > 1:
@@ -969,6 +972,17 @@ class _Pool:
             with contextlib.suppress(Exception):
                 conn.close()
         self.workers = []
+
+
+def _planning_size(paths: Sequence[str]) -> int | None:
+    """A generous guess at the size of compressed inputs, to plan piles (not to check space):
+    text rarely compresses better than 5:1. ``None`` when stdin is among the inputs."""
+    if STDIO in paths:
+        return None
+    try:
+        return sum(COMPRESSION_GUESS * os.path.getsize(p) for p in paths)
+    except OSError:
+        return None
 
 
 def _work_unit(budget: int, known_total: int | None) -> int:
