@@ -73,6 +73,15 @@ def _wrap_compressed(raw: BinaryIO, kind: str | None) -> BinaryIO:
     return raw
 
 
+def compression_for_name(path: str | os.PathLike[str]) -> str | None:
+    """The compression an output named ``path`` is written with (by its extension)."""
+    name = os.fspath(path).lower()
+    for ext, kind in ((".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz")):
+        if name.endswith(ext):
+            return kind
+    return None
+
+
 def compression_of(path: str | os.PathLike[str]) -> str | None:
     """``"gzip"``, ``"bzip2"``, ``"xz"`` or ``None`` for a file (by content, not by name)."""
     p = os.fspath(path)
@@ -201,11 +210,12 @@ class AtomicOutputs:
     (after an fsync when it replaces an existing file, so that a crash cannot lose both); on
     any exception, Ctrl-C included, the temporary files are removed and the targets are
     untouched. A new file keeps the permissions of the file it replaces (or the usual ones, for
-    a new file).
+    a new file). A target named ``*.gz``, ``*.bz2`` or ``*.xz`` is written compressed.
     """
 
     def __init__(self) -> None:
-        self._open: list[tuple[BinaryIO, str, str]] = []  # (file, temporary path, target)
+        # (file, compressor or None, temporary path, target)
+        self._open: list[tuple[BinaryIO, BinaryIO | None, str, str]] = []
         self._stdout: BinaryIO | None = None
 
     def open(self, path: str | os.PathLike[str], size: int | None = None) -> BinaryIO:
@@ -236,7 +246,8 @@ class AtomicOutputs:
                 os.umask(umask)
                 mode = 0o666 & ~umask
             os.fchmod(fd, mode)
-            if size:
+            kind = compression_for_name(target)
+            if size and kind is None:
                 preallocate(fd, size, p)
             f = os.fdopen(fd, "wb", buffering=1 << 20)
         except BaseException:
@@ -244,15 +255,24 @@ class AtomicOutputs:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._open.append((f, tmp, target))
-        return _Reporting(f, p)  # type: ignore[return-value]
+        comp: BinaryIO | None = None
+        if kind == "gzip":
+            comp = gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0)  # type: ignore[assignment]
+        elif kind == "bzip2":
+            comp = bz2.BZ2File(f, mode="wb")  # type: ignore[assignment]
+        elif kind == "xz":
+            comp = lzma.LZMAFile(f, mode="wb")  # type: ignore[assignment]
+        self._open.append((f, comp, tmp, target))
+        return _Reporting(comp or f, p)  # type: ignore[return-value]
 
     def commit(self) -> None:
         """Flush, fsync and rename every output into place."""
         if self._stdout is not None:
             self._stdout.flush()
-        for f, _tmp, target in self._open:
+        for f, comp, _tmp, target in self._open:
             try:
+                if comp is not None:
+                    comp.close()  # writes the trailer; the file itself stays open
                 f.flush()
                 f.truncate()  # drop any space reserved beyond what was written
                 if os.path.lexists(target):
@@ -262,13 +282,16 @@ class AtomicOutputs:
                 f.close()
             except OSError as e:
                 raise os_error(e, target, "cannot write") from None
-        for _f, tmp, target in self._open:
+        for _f, _comp, tmp, target in self._open:
             os.replace(tmp, target)
         self._open.clear()
 
     def discard(self) -> None:
         """Close and remove every temporary file."""
-        for f, tmp, _target in self._open:
+        for f, comp, tmp, _target in self._open:
+            if comp is not None:
+                with contextlib.suppress(Exception):
+                    comp.close()
             with contextlib.suppress(OSError):
                 f.close()
             with contextlib.suppress(OSError):

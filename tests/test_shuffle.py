@@ -335,6 +335,21 @@ def test_compressed_inputs_are_read_transparently(tmp_path, opener):
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.parametrize(
+    "ext, opener", [(".gz", gzip.open), (".bz2", bz2.open), (".xz", lzma.open)]
+)
+def test_outputs_named_like_compressed_files_are_compressed(tmp_path, ext, opener):
+    lines = [b"row %d" % i for i in range(3000)]
+    p = tmp_path / f"c{ext}"
+    with opener(p, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    shuffle_files([str(p)], str(p), seed=4, memory="16K", tmp_dir=tmp_path)  # in place
+    with opener(p, "rb") as f:
+        got = records(f.read())
+    assert Counter(got) == Counter(lines) and got != lines
+    assert sorted(os.listdir(tmp_path)) == [f"c{ext}"]
+
+
 def test_corrupt_compressed_input_is_a_clear_error(tmp_path):
     p = tmp_path / "bad.gz"
     data = gzip.compress(b"hello\n" * 10000)
