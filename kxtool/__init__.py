@@ -18,8 +18,37 @@ __version__ = "0.1.0"
 from .errors import KxError  # noqa: E402
 
 _LAZY = {
+    "load_vectors": "vectors",
+    "default_vectors": "vectors",
+    "resolve_vectors": "vectors",
+    "Vectors": "vectors",
     "shuffle_files": "shuffle",
     "ShuffleResult": "shuffle",
+    "estimate_dim": "dim",
+    "estimate_dims": "dim",
+    "DimEstimate": "dim",
+    "count_vocab": "dim",
+    "pip_dimension": "dim",
+    "PipResult": "dim",
+    "Tokenizer": "text",
+    "tokenize": "text",
+    "wmd": "wmd",
+    "wrd": "wmd",
+    "wcd": "wmd",
+    "rwmd": "wmd",
+    "sinkhorn": "wmd",
+    "text_distance": "wmd",
+    "wmd_pairs": "wmd",
+    "wmd_cross": "wmd",
+    "wmd_search": "wmd",
+    "WmdStats": "wmd",
+    "topk": "knn",
+    "hubness_report": "hubness",
+    "HubnessReport": "hubness",
+    "hubness_measures": "hubness",
+    "k_occurrence": "hubness",
+    "reduce_hubness": "hubness",
+    "hubness_prior_sample": "hubness",
 }
 
 

@@ -117,8 +117,7 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except OSError as e:
         raise os_error(e, p) from None
     try:
-        kind = _sniff(raw.read(_SNIFF))
-        raw.seek(0)
+        kind = _sniff(raw.peek(_SNIFF)[:_SNIFF])  # peek, not read+seek: pipes cannot seek
         stream = _wrap_compressed(raw, kind)
         try:
             yield stream

@@ -1,11 +1,99 @@
-"""Word vectors: one :class:`Vectors` type and the loaders that build it."""
+"""Word vectors: one :class:`Vectors` type and the loaders that build it.
+
+:func:`load_vectors` reads, with the format detected from the content (never from the name):
+
+- **word2vec text** and **fastText .vec**: a ``count dim`` header line, then ``word v1 ... vdim``
+  per line (fastText's trailing space is fine);
+- **GloVe text**: the same lines without a header (the dimension comes from the first line);
+- **word2vec binary**: a ``count dim`` header line, then per word ``word<space>`` followed by
+  ``dim`` little-endian float32 values (an optional newline after each vector is skipped);
+- any of these compressed with gzip, bzip2 or xz;
+- **kxtool's cache format** (below), memory-mapped.
+
+A malformed input is a :class:`~kxtool.errors.KxError` naming the file and line (``record`` for
+binary files): wrong number of values, a value that is not a finite number, a duplicate word, a
+blank line in the middle, a truncated file, a word count that disagrees with the header.
+
+Text is parsed a block at a time: the words are split off each line, the numeric part of the whole
+block is converted by numpy in one call, and the per-line field counts are checked with array
+operations. Only when a block is found to be bad is it re-read line by line to name the line.
+Files over 96 MB are parsed by several worker processes (plain ``python -c`` subprocesses fed
+blocks through pipes, results taken in order), one per core up to 8 unless ``workers`` says
+otherwise. A line with more fields than the dimension whose extra leading fields are not all
+numbers keeps them as part of its word (GloVe 840B has a few words with spaces).
+
+**Cache.** The first load of a text or binary file writes a cache file; later loads of the same
+file (same resolved path, size and modification time in nanoseconds, same ``limit``) memory-map
+it and take milliseconds. The cache lives in ``$KXTOOL_CACHE_DIR``, else
+``$XDG_CACHE_HOME/kxtool``, else ``~/.cache/kxtool`` (in a ``vectors/`` subdirectory); if that
+cannot be written, beside the source as ``<name>.kxv``; if neither can, nothing is cached. A cache
+problem never makes a load fail: an unreadable or stale cache is rebuilt. A complete cache also
+serves loads with a ``limit``.
+
+**Cache format** (``.kxv``, version 1; all integers little-endian)::
+
+    offset 0    8 bytes  magic b"KXVECS\\x00\\x01"
+    offset 8    uint64   header offset      (the header is UTF-8 JSON, see below)
+    offset 16   uint64   header length in bytes
+    offset 24   zeros up to offset 64
+    offset 64   the matrix: count x dim values, row-major
+    then        the vocabulary: the words in row order, each followed by one NUL byte, UTF-8
+    then        the JSON header
+
+The header holds ``format`` (``"kxtool-vectors"``), ``version`` (1), ``count``, ``dim``,
+``dtype`` (``"float32"`` or ``"float16"``), ``matrix_offset``, ``matrix_bytes``,
+``matrix_encoding`` (``"raw"``, or ``"zlib-planes"``: the float16 values split into a plane of low
+bytes and a plane of high bytes, deflated), ``words_offset``, ``words_bytes``, ``words_encoding``
+(``"raw"`` or ``"zlib"``), ``source`` (``{"path", "size", "mtime_ns", "format"}`` of the file it
+was made from, or null), ``limit`` and ``created_by``. The header sits at the end so that a
+cache can be written while the source is still being read. A raw float32 matrix can be mapped
+with ``numpy.memmap(path, "<f4", "r", offset=64, shape=(count, dim))``. Caches are always raw
+float32; the built-in default vectors use float16 with ``zlib-planes``.
+
+**Default vectors.** :func:`default_vectors` returns the 100,000 most frequent words of English
+GloVe 6B 50d (public domain, PDDL 1.0) shipped in ``kxtool/data`` (made by
+``tools/make_default_vectors.py``). :func:`resolve_vectors` picks a path, ``$KXTOOL_VECTORS`` or
+the default, in that order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import collections
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import re
+import signal
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from .errors import KxError
+from .progress import Progress
+from .textio import display_name, input_size, os_error, read_blocks
+
+MAGIC = b"KXVECS\x00\x01"
+CACHE_VERSION = 1
+CACHE_SUFFIX = ".kxv"
+_DATA_OFFSET = 64
+_BLOCK = 16 << 20
+_BIN_BATCH = 65536
+_PARALLEL_MIN = 96 << 20  # text files from this size are parsed by several processes
+
+DEFAULT_NAME = "glove-6b-50d-100k"
+DEFAULT_FILE = DEFAULT_NAME + CACHE_SUFFIX
+DEFAULT_SOURCE = "kxtool built-in: English GloVe 6B 50d, 100k most frequent words"
+
+ENV_VECTORS = "KXTOOL_VECTORS"
+ENV_CACHE_DIR = "KXTOOL_CACHE_DIR"
 
 
 @dataclass
@@ -13,7 +101,10 @@ class Vectors:
     """A vocabulary and its ``(n, dim)`` float32 matrix (possibly memory-mapped).
 
     Row ``i`` of :attr:`matrix` is the vector of ``words[i]``. Files are usually sorted by
-    frequency, so low ids are frequent words.
+    frequency, so low ids are frequent words. ``source`` names where the vectors came from,
+    ``format`` how they were stored (``"word2vec"``, ``"glove"``, ``"word2vec-binary"``,
+    ``"kxtool"``), ``cache_path`` the cache file that holds them (if any) and ``is_default`` is
+    true for the built-in English set of :func:`default_vectors`.
     """
 
     words: list[str]
@@ -21,6 +112,9 @@ class Vectors:
     source: str = "<memory>"
     _index: dict[str, int] | None = field(default=None, repr=False)
     _norms: np.ndarray | None = field(default=None, repr=False)
+    is_default: bool = False
+    format: str | None = None
+    cache_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.matrix.ndim != 2 or self.matrix.shape[0] != len(self.words):
@@ -32,7 +126,7 @@ class Vectors:
     def index(self) -> dict[str, int]:
         """word -> row."""
         if self._index is None:
-            self._index = {w: i for i, w in enumerate(self.words)}
+            self._index = dict(zip(self.words, range(len(self.words)), strict=True))
         return self._index
 
     @property
@@ -76,3 +170,1389 @@ class Vectors:
     def subset(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """The float32 rows ``rows`` as an in-memory array."""
         return np.asarray(self.matrix[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+    def head(self, limit: int | None) -> Vectors:
+        """The first ``limit`` words (all of them when ``limit`` is None or not smaller)."""
+        if limit is None or limit >= len(self.words):
+            return self
+        return Vectors(
+            self.words[:limit],
+            self.matrix[:limit],
+            source=self.source,
+            is_default=self.is_default,
+            format=self.format,
+            cache_path=self.cache_path,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def load_vectors(
+    path: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    cache: bool = True,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> Vectors:
+    """Load word vectors from ``path`` (format detected; see the module docstring).
+
+    ``limit`` keeps the first ``limit`` words. ``cache`` reads and writes the cache (never for
+    stdin, ``-``). ``progress(phase, bytes_done, bytes_total)`` is called while a file is parsed.
+    ``workers`` is the number of processes that parse a big text file (default: one per core,
+    at most 8, for files over 96 MB; 1 parses in this process).
+    """
+    limit = _check_limit(limit)
+    p = os.fspath(path)
+    name = display_name(p)
+    if p != "-":
+        _check_input(p)
+        if _is_kxv(p):
+            return read_cache(p, limit=limit)
+    if not cache or p == "-":
+        return _parse(p, limit, None, progress, workers)
+
+    ident = _source_identity(p)
+    for candidate, want_limit in _cache_lookup_order(p, ident["path"], limit):
+        vec = _try_cache(candidate, ident, want_limit, limit)
+        if vec is not None:
+            vec.source = name
+            return vec
+    targets = [_cache_file(ident["path"], limit, d) for d in _cache_dirs(ident["path"])]
+    return _parse(p, limit, _CacheTarget(targets, ident, limit), progress, workers)
+
+
+def read_cache(path: str | os.PathLike[str], *, limit: int | None = None) -> Vectors:
+    """Read a file in kxtool's cache format (memory-mapped when it is raw float32)."""
+    p = os.fspath(path)
+    _check_input(p)
+    header = _read_kxv_header(p, strict=True)
+    assert header is not None
+    vec = _kxv_vectors(p, header, _check_limit(limit))
+    vec.source = display_name(p)
+    vec.cache_path = None  # the file is the source, not a cache of one
+    return vec
+
+
+def save_cache(
+    vectors: Vectors, path: str | os.PathLike[str], *, progress: Progress | None = None
+) -> str:
+    """Write ``vectors`` to ``path`` in kxtool's cache format, atomically. Returns the path."""
+    p = os.fspath(path)
+    if p == "-":
+        raise KxError("cannot write the kxtool vectors format to stdout: name an output file")
+    target = os.path.abspath(p)
+    if os.path.isdir(target):
+        raise KxError(f"cannot write {p!r}: it is a directory")
+    if not os.path.isdir(os.path.dirname(target)):
+        raise KxError(f"cannot write {p!r}: directory {os.path.dirname(target)!r} does not exist")
+    _check_words_storable(vectors.words, p)
+    try:
+        sink = _FileSink(target, vectors.dim, durable=True)
+    except OSError as e:
+        raise os_error(e, p, "cannot write") from None
+    try:
+        m = vectors.matrix
+        n = len(m)
+        step = max(1, (8 << 20) // max(1, 4 * vectors.dim))
+        for s in range(0, n, step):
+            sink.add(np.asarray(m[s : s + step], dtype=np.float32))
+            if progress is not None:
+                progress("writing", min(n, s + step), n)
+        sink.finish(vectors.words, {"source": None, "limit": None})
+    except OSError as e:
+        sink.abort()
+        raise os_error(e, p, "cannot write") from None
+    except BaseException:
+        sink.abort()
+        raise
+    return p
+
+
+def convert_vectors(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> Vectors:
+    """Read ``src`` (any supported format) and write it to ``dst`` in the cache format.
+
+    A text or binary source is streamed straight into ``dst``, so a file larger than memory
+    converts. Returns the written vectors (memory-mapped from ``dst``).
+    """
+    limit = _check_limit(limit)
+    s, d = os.fspath(src), os.fspath(dst)
+    if d == "-":
+        raise KxError("cannot write the kxtool vectors format to stdout: name an output file")
+    if s != "-":
+        _check_input(s)
+        if os.path.exists(d) and os.path.samefile(s, d):
+            raise KxError(f"input and output are the same file: {d!r}")
+        if _is_kxv(s):
+            vec = read_cache(s, limit=limit)
+            save_cache(vec, d, progress=progress)
+            return read_cache(d)
+    target = os.path.abspath(d)
+    if os.path.isdir(target):
+        raise KxError(f"cannot write {d!r}: it is a directory")
+    if not os.path.isdir(os.path.dirname(target)):
+        raise KxError(f"cannot write {d!r}: directory {os.path.dirname(target)!r} does not exist")
+    ident = _source_identity(s) if s != "-" else None
+    target_spec = _CacheTarget([target], ident, limit, durable=True, strict=True)
+    return _parse(s, limit, target_spec, progress, workers)
+
+
+def default_vectors() -> Vectors:
+    """The built-in English vectors: GloVe 6B 50d, the 100,000 most frequent words."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        path = default_vectors_path()
+        if not os.path.isfile(path):
+            raise KxError(
+                f"the built-in vectors {path!r} are missing from this installation;"
+                f" pass --vectors FILE or set {ENV_VECTORS}"
+            )
+        vec = read_cache(path)
+        vec.source = DEFAULT_SOURCE
+        vec.is_default = True
+        vec.cache_path = None
+        _DEFAULT = vec
+    return _DEFAULT
+
+
+_DEFAULT: Vectors | None = None
+
+
+def default_vectors_path() -> str:
+    """Where the built-in vectors file is installed."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", DEFAULT_FILE)
+
+
+def resolve_vectors(
+    path: str | os.PathLike[str] | None,
+    *,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> Vectors:
+    """``path`` if given, else ``$KXTOOL_VECTORS`` if set, else :func:`default_vectors`."""
+    if path is None or os.fspath(path) == "":
+        env = os.environ.get(ENV_VECTORS, "").strip()
+        if not env:
+            return default_vectors().head(_check_limit(limit))
+        try:
+            return load_vectors(env, limit=limit, progress=progress)
+        except KxError as e:
+            raise KxError(f"{e.message} (named by {ENV_VECTORS})", e.exit_code) from None
+    return load_vectors(path, limit=limit, progress=progress)
+
+
+def vectors_info(vectors: Vectors, *, sample: int = 10) -> dict[str, Any]:
+    """A summary for reports: size, dimension, norm statistics and the first few words."""
+    norms = vectors.norms()
+    n = len(norms)
+    stats: dict[str, float | None]
+    if n:
+        stats = {
+            "min": float(norms.min()),
+            "mean": float(norms.mean(dtype=np.float64)),
+            "median": float(np.median(norms)),
+            "max": float(norms.max()),
+            "std": float(norms.std(dtype=np.float64)),
+        }
+    else:  # pragma: no cover - loaders never return empty sets
+        stats = dict.fromkeys(("min", "mean", "median", "max", "std"))
+    return {
+        "source": vectors.source,
+        "format": vectors.format,
+        "words": n,
+        "dim": vectors.dim,
+        "is_default": vectors.is_default,
+        "cache": vectors.cache_path,
+        "norms": stats,
+        "zero_vectors": int(np.count_nonzero(norms == 0)),
+        "sample": list(vectors.words[: max(0, sample)]),
+    }
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+def check_default_language(vectors: Vectors, text: str | Iterable[str]) -> None:
+    """Refuse Chinese (Japanese, Korean) text when ``vectors`` are the built-in English ones.
+
+    ``text`` is a string or an iterable of strings (documents or tokens). A no-op for any other
+    vectors.
+    """
+    if not vectors.is_default:
+        return
+    items = [text] if isinstance(text, str) else text
+    for item in items:
+        if _CJK.search(item):
+            raise KxError(
+                "the built-in vectors are English (GloVe 6B) and cannot handle Chinese, Japanese"
+                f" or Korean text: pass --vectors FILE (or set {ENV_VECTORS}) with vectors for"
+                " that language, e.g. the Tencent AI Lab embeddings"
+            )
+
+
+def cache_dir() -> str:
+    """The user cache directory for vectors (it may not exist yet)."""
+    base = os.environ.get(ENV_CACHE_DIR, "").strip()
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        base = os.path.join(xdg, "kxtool") if xdg else os.path.join("~", ".cache", "kxtool")
+    return os.path.join(os.path.expanduser(base), "vectors")
+
+
+def cache_path_for(path: str | os.PathLike[str], *, limit: int | None = None) -> str | None:
+    """The existing, valid cache file that a load of ``path`` would use, or None."""
+    p = os.fspath(path)
+    if p == "-" or not os.path.isfile(p) or _is_kxv(p):
+        return None
+    ident = _source_identity(p)
+    for candidate, want_limit in _cache_lookup_order(p, ident["path"], _check_limit(limit)):
+        header = _read_kxv_header(candidate, strict=False)
+        if header is not None and _header_matches(header, ident, want_limit):
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks and detection
+
+
+def _check_limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise KxError(f"limit must be a positive number of words, not {limit!r}")
+    return int(limit)
+
+
+def _check_input(p: str) -> None:
+    if os.path.isdir(p):
+        raise KxError(f"cannot read vectors from {p!r}: it is a directory")
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        raise os_error(e, p) from None
+    if st.st_size == 0 and os.path.isfile(p):
+        raise KxError(f"{p}: the vectors file is empty")
+
+
+def _is_kxv(p: str) -> bool:
+    if not os.path.isfile(p):  # never consume bytes from a pipe
+        return False
+    try:
+        with open(p, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError as e:
+        raise os_error(e, p) from None
+
+
+_TEXT_BYTES = np.zeros(256, dtype=bool)
+_TEXT_BYTES[[9, 10, 13]] = True
+_TEXT_BYTES[32:127] = True
+
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True
+
+
+def _is_int(tok: bytes) -> bool:
+    return tok.isdigit()
+
+
+def _looks_like_text_row(line: bytes, dim: int) -> bool:
+    toks = line.split()
+    if len(toks) != dim + 1:
+        return False
+    try:
+        for t in toks[1:]:
+            float(t)
+    except ValueError:
+        return False
+    return True
+
+
+def _detect(head: bytes, name: str) -> tuple[str, int | None, int, int]:
+    """``(format, count, dim, header_bytes)`` from the first block of decompressed data."""
+    if head.startswith(MAGIC):
+        raise KxError(f"{name}: a compressed kxtool vectors file: decompress it first")
+    nl = head.find(b"\n")
+    first = head if nl < 0 else head[:nl]
+    toks = first.split()
+    if not toks:
+        raise KxError(f"{name}:1: expected a word and its vector (or a 'count dim' header)")
+    if len(toks) == 2 and _is_int(toks[0]) and _is_int(toks[1]):
+        count, dim = int(toks[0]), int(toks[1])
+        if dim < 1:
+            raise KxError(f"{name}:1: the header gives dimension {dim}")
+        rest = b"" if nl < 0 else head[nl + 1 :]
+        if count == 0 or not rest.strip():
+            raise KxError(f"{name}: no vectors after the header '{count} {dim}'")
+        body = rest.lstrip(b"\n")
+        if _looks_like_text_row(body.split(b"\n", 1)[0], dim):
+            return "word2vec", count, dim, nl + 1
+        sp = body.find(b" ")
+        region = body[sp + 1 : sp + 1 + 4 * dim] if sp >= 0 else b""
+        if sp > 0 and region and not _TEXT_BYTES[np.frombuffer(region, np.uint8)].all():
+            return "word2vec-binary", count, dim, nl + 1
+        return "word2vec", count, dim, nl + 1  # the text parser will name what is wrong
+    if len(toks) < 2:
+        raise KxError(f"{name}:1: expected a word and its vector, found 1 field")
+    return "glove", None, len(toks) - 1, 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+class _Bad(Exception):
+    """A malformed row (internal): message and 0-based row index within a batch."""
+
+    def __init__(self, row: int, message: str, counts: Any = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.message = message
+        self.counts = counts  # values per line, when their number is what is wrong
+
+
+def _workers(p: str, workers: int | None) -> int:
+    """How many processes parse a text file: 1 for small files, else one per core (max 8)."""
+    if workers is not None:
+        return max(1, int(workers))
+    if p == "-":
+        return 1
+    try:
+        size = os.path.getsize(p)
+    except OSError:
+        return 1
+    if input_size(p) is None:
+        size *= 3  # compressed: text expands about threefold
+    if size < _PARALLEL_MIN:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _parse(
+    p: str,
+    limit: int | None,
+    target: _CacheTarget | None,
+    progress: Progress | None,
+    workers: int | None = None,
+) -> Vectors:
+    name = display_name(p)
+    total = input_size(p) if p != "-" else None
+    blocks = read_blocks(p, _BLOCK)
+    done = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal done
+        for b in blocks:
+            done += len(b)
+            if progress is not None:
+                progress("reading vectors", done, total)
+            yield b
+
+    it = counted()
+    head = b""
+    for b in it:
+        head += b
+        if b"\n" in head or len(head) >= _BLOCK:
+            break
+    if not head:
+        raise KxError(f"{name}: the vectors file is empty")
+    fmt, count, dim, hlen = _detect(head, name)
+    want = count if limit is None else (limit if count is None else min(count, limit))
+    coll = _Collector(dim, want, target)
+    coll.name = name
+    if fmt == "word2vec-binary":
+        coll.position = lambda row: f"record {row + 1}"
+    else:
+        lines_before = 0 if count is None else 1
+        coll.position = lambda row: f"line {lines_before + row + 1}"
+    try:
+        if fmt == "word2vec-binary":
+            assert count is not None
+            _parse_binary(head[hlen:], it, name, count, dim, limit, coll)
+        else:
+            _parse_text(head[hlen:], it, name, count, dim, limit, coll, _workers(p, workers))
+        return coll.finish(name, fmt)
+    except BaseException:
+        coll.abort()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            blocks.close()
+
+
+def _parse_text(
+    first: bytes,
+    rest: Iterator[bytes],
+    name: str,
+    count: int | None,
+    dim: int,
+    limit: int | None,
+    coll: _Collector,
+    workers: int,
+) -> None:
+    header_lines = 1 if count is not None else 0
+    cap = limit
+    if count is not None:
+        cap = count + 1 if cap is None else min(cap, count + 1)  # one extra line catches excess
+
+    def chunks() -> Iterator[tuple[int, bytes]]:
+        """``(lines before, chunk of complete lines without the final newline)``, capped."""
+        lines_before = header_lines
+        carry = b""
+        for block in itertools.chain((first,), rest):
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            chunk = data[:cut]
+            n = chunk.count(b"\n") + 1
+            if cap is not None and lines_before - header_lines + n >= cap:
+                chunk = _first_lines(chunk, cap - (lines_before - header_lines))
+                yield lines_before, chunk
+                return
+            yield lines_before, chunk
+            lines_before += n
+        if carry.strip():
+            yield lines_before, carry
+
+    blank_at: int | None = None  # a blank line seen after the last row (fine at the very end)
+    results = _run_chunks(chunks(), dim, workers)
+    try:
+        for lines_before, res in results:
+            if res[0] == "bad":
+                raise KxError(f"{name}:{lines_before + res[1] + 1}: {res[2]}")
+            _, words_blob, values, trailing = res
+            if len(values) and blank_at is not None:
+                raise KxError(f"{name}:{blank_at}: blank line")
+            if trailing is not None and blank_at is None:
+                blank_at = lines_before + trailing + 1
+            if len(values):
+                coll.add(_decode_words(words_blob), values)
+    finally:
+        results.close()
+
+    if count is not None:
+        if coll.rows > count:
+            raise KxError(
+                f"{name}:{header_lines + count + 1}: more vectors than the {count} announced by"
+                " the header"
+            )
+        if coll.rows < count and (limit is None or coll.rows < limit):
+            raise KxError(
+                f"{name}: the header announces {count} vectors but the file has {coll.rows}"
+                " (truncated?)"
+            )
+    if coll.rows == 0:
+        raise KxError(f"{name}: no vectors found")
+
+
+def _first_lines(chunk: bytes, n: int) -> bytes:
+    """The first ``n`` (>= 1) lines of ``chunk``, without the final newline."""
+    pos = -1
+    for _ in range(n):
+        pos = chunk.find(b"\n", pos + 1)
+        if pos < 0:
+            return chunk
+    return chunk[:pos]
+
+
+def _chunk_job(chunk: bytes, dim: int) -> tuple[Any, ...]:
+    """Parse complete text lines (a worker's job; pure, so it can run in another process).
+
+    Returns ``("ok", words joined by newlines, (k, dim) float32 values, index of the first
+    trailing blank line or None)`` or ``("bad", line index in the chunk, message)``.
+    """
+    try:
+        return ("ok", *_chunk_rows(chunk, dim))
+    except _Bad as bad:
+        return ("bad", bad.row, bad.message)
+
+
+def _chunk_rows(chunk: bytes, dim: int) -> tuple[bytes, np.ndarray, int | None]:
+    lines = chunk.split(b"\n")
+    parts = [ln.split(None, 1) for ln in lines]
+    trailing = None
+    if any(len(pp) != 2 for pp in parts):
+        end = len(parts)
+        while end and not parts[end - 1]:
+            end -= 1
+        if end < len(parts):
+            trailing = end
+        for i in range(end):
+            if len(parts[i]) != 2:
+                if not parts[i]:
+                    raise _Bad(i, "blank line")
+                raise _Bad(i, f"expected a word and {dim} numbers, found 1 field")
+        parts = parts[:end]
+        if not parts:
+            return b"", np.empty((0, dim), dtype=np.float32), trailing
+    words = [pp[0] for pp in parts]
+    rests = [pp[1] for pp in parts]
+    try:
+        values = _numbers(b"\n".join(rests), len(rests), dim)
+    except _Bad as bad:
+        # A few files (GloVe 840B) have words with spaces in them ("at name@domain.com"): a
+        # line with more than dim values whose extra leading fields are not all numbers.
+        if bad.counts is None or not _join_spaced_words(words, rests, bad.counts, dim):
+            raise
+        values = _numbers(b"\n".join(rests), len(rests), dim)
+    return b"\n".join(words), values, trailing
+
+
+def _join_spaced_words(words: list[bytes], rests: list[bytes], counts: Any, dim: int) -> bool:
+    """Move the leading fields of over-long lines into their word; False if any line is bad."""
+    for i in np.flatnonzero(counts != dim).tolist():
+        toks = rests[i].split()
+        extra = len(toks) - dim
+        if extra <= 0 or all(_is_number(t) for t in toks[:extra]):
+            return False
+        words[i] = b" ".join([words[i], *toks[:extra]])
+        rests[i] = b" ".join(toks[extra:])
+    return True
+
+
+def _is_number(tok: bytes) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return b"_" not in tok
+
+
+def _run_chunks(
+    chunks: Iterator[tuple[int, bytes]], dim: int, workers: int
+) -> Generator[tuple[int, tuple[Any, ...]], None, None]:
+    """``(lines before, result of _chunk_job)`` in order; parsed by ``workers`` processes.
+
+    The workers are plain ``python -c`` subprocesses fed through pipes (not multiprocessing,
+    which would re-import the caller's main script); each has at most one chunk in hand, and
+    results are read in chunk order, so the pipes cannot deadlock.
+    """
+    if workers <= 1:
+        for lines_before, chunk in chunks:
+            yield lines_before, _chunk_job(chunk, dim)
+        return
+    pool = _WorkerPool(workers)
+    finished = False
+    try:
+        outstanding: collections.deque[tuple[int, int]] = collections.deque()
+        for j, (lines_before, chunk) in enumerate(chunks):
+            if len(outstanding) == workers:
+                w, lb = outstanding.popleft()
+                yield lb, pool.receive(w)
+            w = j % workers
+            pool.send(w, chunk, dim)
+            outstanding.append((w, lines_before))
+        while outstanding:
+            w, lb = outstanding.popleft()
+            yield lb, pool.receive(w)
+        finished = True
+    finally:
+        pool.close(kill=not finished)
+
+
+_WORKER_CODE = "from kxtool.vectors import _worker_main; _worker_main()"
+
+
+class _WorkerPool:
+    def __init__(self, n: int) -> None:
+        import subprocess
+        import sys
+
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [pkg_parent, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+        )
+        self.procs: list[Any] = []
+        try:
+            for _ in range(n):
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _WORKER_CODE],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        env=env,
+                    )
+                )
+        except OSError as e:
+            self.close()
+            raise KxError(f"cannot start a vectors parsing process: {e}") from None
+
+    def send(self, w: int, chunk: bytes, dim: int) -> None:
+        try:
+            stdin = self.procs[w].stdin
+            stdin.write(struct.pack("<QI", len(chunk), dim))
+            stdin.write(chunk)
+            stdin.flush()
+        except OSError:
+            raise self._died() from None
+
+    def receive(self, w: int) -> tuple[Any, ...]:
+        import pickle
+
+        out = self.procs[w].stdout
+        head = out.read(8)
+        if len(head) < 8:
+            raise self._died()
+        (n,) = struct.unpack("<Q", head)
+        data = out.read(n)
+        if len(data) < n:
+            raise self._died()
+        return pickle.loads(data)
+
+    def _died(self) -> KxError:
+        return KxError("a vectors parsing process died (out of memory?); try --workers 1")
+
+    def close(self, kill: bool = False) -> None:
+        """Let the workers exit (they stop at end of input); ``kill`` them when abandoning."""
+        for p in self.procs:
+            if kill:
+                with contextlib.suppress(Exception):
+                    p.kill()
+            with contextlib.suppress(Exception):
+                p.stdin.close()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    p.kill()
+                    p.wait()
+            with contextlib.suppress(Exception):
+                p.stdout.close()
+        self.procs = []
+
+
+def _worker_main() -> None:
+    """A parsing worker: reads ``<len, dim, chunk>`` from stdin, writes pickled results."""
+    import pickle
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while True:
+            head = inp.read(12)
+            if len(head) < 12:
+                return
+            n, dim = struct.unpack("<QI", head)
+            chunk = inp.read(n)
+            if len(chunk) < n:
+                return
+            data = pickle.dumps(_chunk_job(chunk, dim), protocol=pickle.HIGHEST_PROTOCOL)
+            out.write(struct.pack("<Q", len(data)))
+            out.write(data)
+            out.flush()
+    except (BrokenPipeError, KeyboardInterrupt):  # the parent went away
+        return
+
+
+def _numbers(joined: bytes, nlines: int, dim: int) -> np.ndarray:
+    """The ``(nlines, dim)`` float32 values of newline-joined rows; raises :class:`_Bad`."""
+    a = np.frombuffer(joined, dtype=np.uint8)
+    values = _fixed_decimals(joined, a, nlines, dim)
+    if values is not None:
+        return values
+    ws = _WS[a]
+    starts = ~ws
+    starts[1:] &= ws[:-1]
+    cs = np.cumsum(starts, dtype=np.int32)
+    per_line = np.diff(np.concatenate(([0], cs[np.flatnonzero(a == 10)], cs[-1:])))
+    if (per_line != dim).any():
+        i = int(np.flatnonzero(per_line != dim)[0])
+        n = int(per_line[i])
+        raise _Bad(i, f"expected {dim} numbers after the word, found {n}", per_line)
+    values = _decimals(joined, a, ws, starts, cs)
+    if values is None:
+        values = _parse_floats(joined, np.float32)
+    if values is None or values.size != nlines * dim:
+        _locate_non_number(joined.split(b"\n"))
+        raise _Bad(0, "malformed numbers")  # pragma: no cover - located above
+    values = values.reshape(nlines, dim)
+    finite = np.isfinite(values)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise _Bad(i, "a value is not a finite number (nan or inf)")
+    return values
+
+
+def _parse_floats(text: bytes, dtype: Any) -> np.ndarray | None:
+    """numpy's whitespace-separated number parser; None if something is not a number."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return np.fromstring(text, dtype=dtype, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+
+
+_POW10 = 10.0 ** np.arange(19)
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[48:58] = True
+_ODD = ~(_DIGIT | _WS)  # bytes that make a value need the general float parser
+_ODD[[43, 45, 46]] = False  # + - .
+
+
+def _fixed_decimals(joined: bytes, a: np.ndarray, nlines: int, dim: int) -> np.ndarray | None:
+    """The fastest path: every value has one dot and the same number F of digits after it
+    (word2vec's ``%f`` writes ``-0.123456``). Returns ``(nlines, dim)`` float32 or None.
+
+    If each dot is followed by exactly F digits and then whitespace, no value holds two dots;
+    if moreover there are ``nlines * dim`` dots, ``dim`` on each line, and the text without its
+    dots parses as exactly that many integers, every value is one such decimal.
+    """
+    n = nlines * dim
+    dots = np.flatnonzero(a == 46)
+    if len(dots) != n or n == 0:
+        return None
+    after = dots[0] + 1
+    f = 0
+    while after + f < len(a) and _DIGIT[a[after + f]]:
+        f += 1
+    if f > 17:
+        return None
+    padded = np.concatenate((a, np.full(f + 1, 32, dtype=np.uint8)))
+    for k in range(1, f + 1):
+        if not _DIGIT[padded[dots + k]].all():
+            return None
+    if not (padded[dots + f + 1] <= 32).all():
+        return None
+    newlines = np.flatnonzero(a == 10)
+    per_line = np.diff(np.concatenate(([0], np.searchsorted(dots, newlines), [n])))
+    if (per_line != dim).any():
+        return None
+    ints = _parse_floats(joined.replace(b".", b""), np.int64)
+    if ints is None or ints.size != n or (ints >= 10**18).any() or (ints <= -(10**18)).any():
+        return None
+    values = ints / _POW10[f]
+    for z in np.flatnonzero(ints == 0).tolist():  # keep the sign of "-0.000000" (rare)
+        p = int(dots[z]) - 1
+        while p >= 0 and a[p] == 48:
+            p -= 1
+        if p >= 0 and a[p] == 45:
+            values[z] = -0.0
+    return values.astype(np.float32).reshape(nlines, dim)
+
+
+def _decimals(
+    joined: bytes, a: np.ndarray, ws: np.ndarray, starts: np.ndarray, cs: np.ndarray
+) -> np.ndarray | None:
+    """Fast path for plain decimals (``-0.123456``, ``0.41``, ``7``): float32 values, or None.
+
+    Most vector files write fixed-point decimals. Without their dots they are integers, which
+    numpy parses several times faster than floats; each is then divided by 10 to the power of
+    its count of fraction digits (exact integers divided by exact powers of ten, so the result
+    is the correctly rounded double, as a float parser gives). A few values with other
+    characters (fastText's ``1.2e-05``) are converted one by one and blanked out first. Anything
+    else (many such values, two dots, more than 18 characters) returns None: the general path.
+    """
+    spos = np.flatnonzero(starts)
+    ntok = len(spos)
+    if ntok == 0:
+        return None
+    ends = ~ws
+    ends[:-1] &= ws[1:]
+    epos = np.flatnonzero(ends) + 1
+    if len(epos) != ntok:
+        return None
+    lengths = epos - spos
+    odd = np.flatnonzero(_ODD[a])
+    special_tok = None
+    if len(odd):
+        special_tok = np.unique(cs[odd].astype(np.int64) - 1)
+        if len(special_tok) * 16 > ntok:
+            return None
+        buf = bytearray(joined)
+        special = np.empty(len(special_tok), dtype=np.float64)
+        for j, t in enumerate(special_tok.tolist()):
+            s, e = int(spos[t]), int(epos[t])
+            tok = joined[s:e]
+            try:
+                special[j] = float(tok)
+            except ValueError:
+                return None
+            if b"_" in tok:
+                return None
+            buf[s:e] = b"0" * (e - s)
+        joined = bytes(buf)
+        a = np.frombuffer(joined, dtype=np.uint8)
+        lengths[special_tok] = 1
+    if int(lengths.max()) > 18:
+        return None
+    dots = np.flatnonzero(a == 46)
+    frac = np.zeros(ntok, dtype=np.int64)
+    if len(dots):
+        dot_tok = cs[dots].astype(np.int64) - 1
+        if len(dots) > 1 and not (np.diff(dot_tok) > 0).all():
+            return None  # two dots in a token
+        frac[dot_tok] = epos[dot_tok] - dots - 1
+    ints = _parse_floats(joined.replace(b".", b""), np.int64)
+    if ints is None or ints.size != ntok:
+        return None
+    values = ints / _POW10[frac]
+    negative_zero = (ints == 0) & (a[spos] == 45)
+    if negative_zero.any():
+        values[negative_zero] = -0.0
+    if special_tok is not None:
+        values[special_tok] = special
+    return values.astype(np.float32)
+
+
+def _locate_non_number(rests: list[bytes]) -> None:
+    for i, r in enumerate(rests):
+        for t in r.split():
+            if not _is_number(t):
+                raise _Bad(i, f"{t.decode('utf-8', 'replace')!r} is not a number")
+
+
+def _decode_words(words: list[bytes] | bytes) -> list[str]:
+    """Words given as a list or joined by newlines, decoded as UTF-8 (invalid bytes replaced)."""
+    if not isinstance(words, bytes):
+        if any(b"\n" in w for w in words):  # possible in binary files only
+            return [w.decode("utf-8", "replace") for w in words]
+        words = b"\n".join(words)
+    try:
+        return words.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return [w.decode("utf-8", "replace") for w in words.split(b"\n")]
+
+
+def _parse_binary(
+    first: bytes,
+    rest: Iterator[bytes],
+    name: str,
+    count: int,
+    dim: int,
+    limit: int | None,
+    coll: _Collector,
+) -> None:
+    want = count if limit is None else min(count, limit)
+    rec = 4 * dim
+    buf = first
+    pos = 0
+    exhausted = False
+    words_b: list[bytes] = []
+    vecs: list[bytes] = []
+
+    def flush() -> None:
+        if not words_b:
+            return
+        row0 = coll.rows
+        m = np.frombuffer(b"".join(vecs), dtype="<f4").reshape(-1, dim)
+        finite = np.isfinite(m)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite.all(axis=1))[0])
+            raise KxError(f"{name}: record {row0 + i + 1}: a value is not a finite number")
+        coll.add(_decode_words(words_b), m)
+        words_b.clear()
+        vecs.clear()
+
+    r = 0
+    while r < want:
+        while True:
+            while pos < len(buf) and buf[pos] in b"\n\r":
+                pos += 1
+            sp = buf.find(b" ", pos, pos + 65536)
+            if sp >= 0 and sp + 1 + rec <= len(buf):
+                break
+            if exhausted:
+                if pos >= len(buf):
+                    raise KxError(
+                        f"{name}: the header announces {count} vectors but the data ends after"
+                        f" {r} (truncated?)"
+                    )
+                if sp < 0 and len(buf) - pos >= 65536:
+                    raise KxError(f"{name}: record {r + 1}: no word found (not word2vec binary?)")
+                raise KxError(f"{name}: record {r + 1}: truncated vector data")
+            if sp < 0 and len(buf) - pos >= 65536:
+                raise KxError(f"{name}: record {r + 1}: no word found (not word2vec binary?)")
+            nxt = next(rest, None)
+            if nxt is None:
+                exhausted = True
+            else:
+                buf = buf[pos:] + nxt
+                pos = 0
+        if sp == pos:
+            raise KxError(f"{name}: record {r + 1}: empty word")
+        words_b.append(buf[pos:sp])
+        vecs.append(buf[sp + 1 : sp + 1 + rec])
+        pos = sp + 1 + rec
+        r += 1
+        if len(words_b) >= _BIN_BATCH:
+            flush()
+    flush()
+
+
+# --------------------------------------------------------------------------------------------
+# Collecting rows: into memory or straight into a cache file
+
+
+class _CacheTarget:
+    """Where a parse may write its cache: candidate paths tried in order."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        ident: dict[str, Any] | None,
+        limit: int | None,
+        *,
+        durable: bool = False,
+        strict: bool = False,
+    ) -> None:
+        self.paths = paths
+        self.ident = ident
+        self.limit = limit
+        self.durable = durable
+        self.strict = strict  # True: failing to write is an error (explicit conversion)
+
+
+class _Collector:
+    def __init__(self, dim: int, expected: int | None, target: _CacheTarget | None) -> None:
+        self.dim = dim
+        self.rows = 0
+        self.words: list[str] = []
+        self.index: dict[str, int] = {}
+        self.target = target
+        self.sink: _FileSink | None = None
+        self.chunks: list[np.ndarray] = []
+        self.prealloc: np.ndarray | None = None
+        self.name = "<vectors>"
+        self.position = lambda row: f"line {row + 1}"
+        if target is not None:
+            for path in target.paths:
+                try:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    self.sink = _FileSink(path, dim, durable=target.durable)
+                    break
+                except OSError as e:
+                    if target.strict:
+                        raise os_error(e, path, "cannot write") from None
+        if self.sink is None and expected is not None and expected <= (1 << 31):
+            with contextlib.suppress(MemoryError, ValueError):
+                self.prealloc = np.empty((expected, dim), dtype=np.float32)
+
+    def add(self, words: list[str], m: np.ndarray) -> None:
+        k = len(words)
+        row0 = self.rows
+        self.words.extend(words)
+        self.index.update(zip(words, range(row0, row0 + k), strict=True))
+        if len(self.index) != row0 + k:
+            self._duplicate()
+        if self.sink is not None:
+            try:
+                self.sink.add(m)
+            except OSError as e:
+                if self.target is not None and self.target.strict:
+                    raise os_error(e, self.sink.final, "cannot write") from None
+                self._to_memory()
+        if self.sink is None:
+            if self.prealloc is not None and row0 + k <= len(self.prealloc):
+                self.prealloc[row0 : row0 + k] = m
+            else:
+                if self.prealloc is not None:
+                    self.chunks.append(self.prealloc[:row0])
+                    self.prealloc = None
+                self.chunks.append(np.array(m, dtype=np.float32, copy=True))
+        self.rows = row0 + k
+
+    def _duplicate(self) -> None:
+        seen: dict[str, int] = {}
+        for i, w in enumerate(self.words):
+            j = seen.setdefault(w, i)
+            if j != i:
+                raise KxError(
+                    f"{_where(self.name, self.position(i))}: duplicate word {w!r}"
+                    f" (first at {self.position(j)})"
+                )
+        raise AssertionError("duplicate not found")  # pragma: no cover
+
+    def _to_memory(self) -> None:
+        """A cache write failed: keep the rows written so far in memory and go on."""
+        sink = self.sink
+        assert sink is not None
+        self.sink = None
+        try:
+            with contextlib.suppress(Exception):
+                sink.f.flush()
+            src = sink.tmp if os.path.exists(sink.tmp) else sink.final
+            count = self.rows * self.dim
+            rows = np.fromfile(src, dtype="<f4", count=count, offset=_DATA_OFFSET)
+            if rows.size != count:
+                raise KxError(f"{self.name}: lost vectors while writing the cache")
+            self.chunks = [rows.reshape(self.rows, self.dim)]
+        finally:
+            sink.abort()
+
+    def abort(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
+            self.sink = None
+
+    def finish(self, name: str, fmt: str) -> Vectors:
+        words = self.words
+        if self.sink is not None:
+            target = self.target
+            assert target is not None
+            meta = {
+                "source": None if target.ident is None else {**target.ident, "format": fmt},
+                "limit": target.limit,
+            }
+            try:
+                _check_words_storable(words, self.sink.final)
+                path = self.sink.finish(words, meta)
+                header = _read_kxv_header(path, strict=True)
+                assert header is not None
+                vec = _kxv_vectors(path, header, None, words=words)
+                vec.source, vec.format, vec._index = name, fmt, self.index
+                return vec
+            except (OSError, KxError) as e:
+                if target.strict:
+                    if isinstance(e, OSError):
+                        raise os_error(e, self.sink.final, "cannot write") from None
+                    raise
+                self._to_memory()
+        if self.prealloc is not None:
+            matrix = self.prealloc[: self.rows]
+        elif len(self.chunks) == 1:
+            matrix = self.chunks[0]
+        elif self.chunks:
+            matrix = np.concatenate(self.chunks)
+            self.chunks = []
+        else:
+            matrix = np.empty((0, self.dim), dtype=np.float32)
+        return Vectors(words, matrix, source=name, _index=self.index, format=fmt)
+
+
+def _where(name: str, position: str) -> str:
+    """``file:12`` for a line, ``file: record 12`` for a binary record."""
+    if position.startswith("line "):
+        return f"{name}:{position[5:]}"
+    return f"{name}: {position}"
+
+
+def _check_words_storable(words: Sequence[str], p: str) -> None:
+    for w in words:
+        if "\0" in w:
+            raise KxError(f"cannot store word {w!r} in {p!r}: it contains a NUL character")
+
+
+class _FileSink:
+    """Streams float32 rows into a temporary ``.kxv`` file; ``finish`` renames it into place."""
+
+    def __init__(self, final: str, dim: int, *, durable: bool = False) -> None:
+        self.final = final
+        self.dim = dim
+        self.durable = durable
+        self.rows = 0
+        d = os.path.dirname(final) or "."
+        fd, self.tmp = tempfile.mkstemp(
+            dir=d, prefix=f".{os.path.basename(final)}.", suffix=".kxtmp"
+        )
+        self.f: BinaryIO = os.fdopen(fd, "w+b", buffering=1 << 20)
+        try:
+            self.f.write(b"\0" * _DATA_OFFSET)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, m: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(m, dtype="<f4").data)
+        self.rows += len(m)
+
+    def finish(self, words: Sequence[str], meta: dict[str, Any]) -> str:
+        f = self.f
+        matrix_bytes = self.rows * self.dim * 4
+        blob = _words_blob(words)
+        header = _make_header(
+            count=self.rows,
+            dim=self.dim,
+            dtype="float32",
+            matrix_encoding="raw",
+            matrix_bytes=matrix_bytes,
+            words_offset=_DATA_OFFSET + matrix_bytes,
+            words_bytes=len(blob),
+            words_encoding="raw",
+            **meta,
+        )
+        f.write(blob)
+        f.write(header)
+        f.seek(0)
+        f.write(_prefix(_DATA_OFFSET + matrix_bytes + len(blob), len(header)))
+        f.flush()
+        if self.durable:
+            os.fsync(f.fileno())
+        f.close()
+        if self.durable:
+            with contextlib.suppress(OSError):
+                os.chmod(self.tmp, 0o666 & ~_umask())
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.f.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+def _umask() -> int:
+    u = os.umask(0)
+    os.umask(u)
+    return u
+
+
+def _words_blob(words: Sequence[str]) -> bytes:
+    if not words:
+        return b""
+    return ("\0".join(words) + "\0").encode("utf-8")
+
+
+def _prefix(header_offset: int, header_len: int) -> bytes:
+    p = MAGIC + struct.pack("<QQ", header_offset, header_len)
+    return p + b"\0" * (_DATA_OFFSET - len(p))
+
+
+def _make_header(**fields: Any) -> bytes:
+    from . import __version__
+
+    h = {
+        "format": "kxtool-vectors",
+        "version": CACHE_VERSION,
+        "matrix_offset": _DATA_OFFSET,
+        **fields,
+        "created_by": f"kxtool {__version__}",
+    }
+    return json.dumps(h, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def write_kxv(
+    path: str | os.PathLike[str],
+    words: Sequence[str],
+    matrix: np.ndarray,
+    *,
+    dtype: str = "float32",
+    compress: bool = False,
+    source: dict[str, Any] | None = None,
+) -> None:
+    """Write a complete in-memory set in the cache format (float16 and compression allowed).
+
+    Used for the built-in default vectors; :func:`save_cache` is the usual way.
+    """
+    p = os.fspath(path)
+    _check_words_storable(words, p)
+    n, dim = matrix.shape
+    if n != len(words):
+        raise ValueError("matrix and words differ in length")
+    if dtype == "float32":
+        data = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+        menc = "raw"
+    elif dtype == "float16":
+        raw = np.ascontiguousarray(matrix, dtype="<f2")
+        if compress:
+            planes = raw.view(np.uint8).reshape(-1, 2).T.copy()  # low bytes, then high bytes
+            data = zlib.compress(planes.tobytes(), 9)
+            menc = "zlib-planes"
+        else:
+            data = raw.tobytes()
+            menc = "raw"
+    else:
+        raise ValueError(f"unsupported dtype {dtype!r}")
+    blob = _words_blob(words)
+    wenc = "raw"
+    if compress:
+        blob = zlib.compress(blob, 9)
+        wenc = "zlib"
+    header = _make_header(
+        count=n,
+        dim=dim,
+        dtype=dtype,
+        matrix_encoding=menc,
+        matrix_bytes=len(data),
+        words_offset=_DATA_OFFSET + len(data),
+        words_bytes=len(blob),
+        words_encoding=wenc,
+        source=source,
+        limit=None,
+    )
+    from .textio import atomic_output
+
+    with atomic_output(p) as f:
+        f.write(_prefix(_DATA_OFFSET + len(data) + len(blob), len(header)))
+        f.write(data)
+        f.write(blob)
+        f.write(header)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the cache format
+
+
+def _read_kxv_header(p: str, *, strict: bool) -> dict[str, Any] | None:
+    """The validated header of a ``.kxv`` file; None (or KxError when ``strict``) if bad."""
+
+    def bad(why: str) -> None:
+        if strict:
+            raise KxError(f"{p}: not a valid kxtool vectors file ({why})")
+        return None
+
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            pre = f.read(_DATA_OFFSET)
+            if len(pre) < 24 or pre[: len(MAGIC)] != MAGIC:
+                return bad("bad magic bytes")
+            hoff, hlen = struct.unpack("<QQ", pre[8:24])
+            if hoff + hlen != size or hlen > (16 << 20):
+                return bad("truncated or damaged")
+            f.seek(hoff)
+            header = json.loads(f.read(hlen).decode("utf-8"))
+    except FileNotFoundError:
+        if strict:
+            raise KxError(f"cannot open {p!r}: No such file or directory") from None
+        return None
+    except OSError as e:
+        if strict:
+            raise os_error(e, p) from None
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return bad("damaged header")
+    try:
+        n, dim = int(header["count"]), int(header["dim"])
+        item = {"float32": 4, "float16": 2}[header["dtype"]]
+        moff, mbytes = int(header["matrix_offset"]), int(header["matrix_bytes"])
+        woff, wbytes = int(header["words_offset"]), int(header["words_bytes"])
+        menc, wenc = header["matrix_encoding"], header["words_encoding"]
+    except (KeyError, TypeError, ValueError):
+        return bad("damaged header")
+    if header.get("format") != "kxtool-vectors" or header.get("version") != CACHE_VERSION:
+        return bad(f"unsupported version {header.get('version')!r}")
+    if n < 1 or dim < 1 or menc not in ("raw", "zlib-planes") or wenc not in ("raw", "zlib"):
+        return bad("damaged header")
+    if menc == "raw" and mbytes != n * dim * item:
+        return bad("damaged header")
+    if moff + mbytes > woff or woff + wbytes > hoff:
+        return bad("truncated or damaged")
+    return header
+
+
+def _kxv_vectors(
+    p: str, h: dict[str, Any], limit: int | None, *, words: list[str] | None = None
+) -> Vectors:
+    n, dim = int(h["count"]), int(h["dim"])
+    keep = n if limit is None else min(n, limit)
+    if words is None:
+        with open(p, "rb") as f:
+            f.seek(int(h["words_offset"]))
+            blob = f.read(int(h["words_bytes"]))
+        if h["words_encoding"] == "zlib":
+            try:
+                blob = zlib.decompress(blob)
+            except zlib.error:
+                raise KxError(f"{p}: damaged vocabulary in kxtool vectors file") from None
+        try:
+            text = blob.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KxError(f"{p}: damaged vocabulary in kxtool vectors file") from None
+        if not text.endswith("\0"):
+            raise KxError(f"{p}: damaged vocabulary in kxtool vectors file")
+        words = text[:-1].split("\0", keep)[:keep] if keep < n else text[:-1].split("\0")
+        if len(words) != keep:
+            raise KxError(f"{p}: vocabulary has {len(words)} words, the header says {n}")
+    moff = int(h["matrix_offset"])
+    if h["dtype"] == "float32":
+        matrix = np.memmap(p, dtype="<f4", mode="r", offset=moff, shape=(n, dim))[:keep]
+    elif h["matrix_encoding"] == "raw":
+        raw16 = np.memmap(p, dtype="<f2", mode="r", offset=moff, shape=(n, dim))
+        matrix = np.asarray(raw16[:keep], dtype=np.float32)
+    else:
+        with open(p, "rb") as f:
+            f.seek(moff)
+            data = f.read(int(h["matrix_bytes"]))
+        try:
+            planes = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
+        except zlib.error:
+            raise KxError(f"{p}: damaged matrix in kxtool vectors file") from None
+        if planes.size != 2 * n * dim:
+            raise KxError(f"{p}: damaged matrix in kxtool vectors file")
+        inter = planes.reshape(2, n * dim).T.copy()
+        matrix = inter.view("<f2").reshape(n, dim)[:keep].astype(np.float32)
+    return Vectors(words, matrix, source=display_name(p), format="kxtool", cache_path=p)
+
+
+# --------------------------------------------------------------------------------------------
+# Cache location and validity
+
+
+def _source_identity(p: str) -> dict[str, Any]:
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        raise os_error(e, p) from None
+    return {"path": os.path.realpath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _cache_dirs(real: str) -> list[str]:
+    return [cache_dir(), os.path.dirname(real)]
+
+
+def _cache_file(real: str, limit: int | None, directory: str) -> str:
+    base = os.path.basename(real)
+    tag = "" if limit is None else f".limit{limit}"
+    if directory == os.path.dirname(real):
+        return os.path.join(directory, f"{base}{tag}{CACHE_SUFFIX}")
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", base)[:80]
+    return os.path.join(directory, f"{safe}-{digest}{tag}{CACHE_SUFFIX}")
+
+
+def _cache_lookup_order(p: str, real: str, limit: int | None) -> list[tuple[str, int | None]]:
+    dirs = _cache_dirs(real)
+    order = [(_cache_file(real, None, d), None) for d in dirs]
+    if limit is not None:
+        order += [(_cache_file(real, limit, d), limit) for d in dirs]
+    return order
+
+
+def _header_matches(h: dict[str, Any], ident: dict[str, Any], limit: int | None) -> bool:
+    src = h.get("source")
+    if not isinstance(src, dict):
+        return False
+    return (
+        src.get("path") == ident["path"]
+        and src.get("size") == ident["size"]
+        and src.get("mtime_ns") == ident["mtime_ns"]
+        and h.get("limit") == limit
+        and h.get("dtype") == "float32"
+        and h.get("matrix_encoding") == "raw"
+    )
+
+
+def _try_cache(
+    candidate: str, ident: dict[str, Any], want_limit: int | None, limit: int | None
+) -> Vectors | None:
+    header = _read_kxv_header(candidate, strict=False)
+    if header is None or not _header_matches(header, ident, want_limit):
+        return None
+    try:
+        vec = _kxv_vectors(candidate, header, limit)
+    except (KxError, OSError, ValueError):
+        return None
+    vec.format = header["source"].get("format") or "kxtool"
+    return vec

@@ -6,10 +6,15 @@ inside the command bodies so that ``kxtool --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
+from . import dim as _dim  # noqa: F401  (registers `kxtool dim`)
+from . import hubness as _hubness  # noqa: F401  (registers `kxtool hubness`)
 from . import shuffle as _shuffle  # noqa: F401  (registers `kxtool shuffle`)
+from . import vectors as _vectors  # noqa: F401  (registers `kxtool vectors`)
+from . import wmd as _wmd  # noqa: F401  (registers `kxtool wmd`)
 from ._app import Terminated, app
 
 
@@ -20,6 +25,10 @@ def _on_sigterm(signum, frame):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> None:
     """The ``kxtool`` console script."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if "_KXTOOL_COMPLETE" in os.environ:  # a shell asks for completions (see completions/)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app(args=argv if argv is not None else sys.argv[1:], prog_name="kxtool")
 
 

@@ -1,0 +1,386 @@
+"""`kxtool wmd`: Word Mover's / Word Rotator's Distance between texts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+
+from ._app import Bars, command, err, print_json, warn
+
+_METRICS = ("wmd", "wrd", "wcd", "rwmd", "sinkhorn")
+_LANGS = ("auto", "zh", "en")
+
+_HELP = """Distance between texts over word vectors: WMD, WRD and their bounds.
+
+A and B are files with one text per line ('-' is stdin; .gz/.bz2/.xz are read as such). By
+default line i of A is compared with line i of B and one score is printed per line, as the
+lines are read; the two files must have the same number of lines.
+
+\b
+Metrics (--metric):
+  wmd       Word Mover's Distance (Kusner et al. 2015): word counts as mass,
+            Euclidean cost between word vectors.
+  wrd       Word Rotator's Distance (Yokoi et al. 2020): mass proportional to the
+            vector norms, cost 1 - cosine; in [0, 2]. --similarity prints 1 - WRD.
+  wcd       word centroid distance, a fast lower bound of WMD.
+  rwmd      relaxed WMD, a tighter lower bound of WMD.
+  sinkhorn  entropic-regularised WMD (--reg), solved in the log domain.
+
+Texts are cut with jieba when they contain Chinese characters and with a word regex
+otherwise, lowercased, and stripped of stopwords; words missing from the vectors are dropped
+(--verbose counts them). A text with no known word scores nan (null in JSON).
+
+Line numbers in --cross and --top output count from 1.
+
+Examples:
+
+\b
+  kxtool wmd -t "Obama speaks to the media in Illinois" "The president greets the press"
+  kxtool wmd -t "今天天气很好" "今天天气不错" --vectors zh.vec --metric wrd --similarity
+  kxtool wmd questions.txt answers.txt --vectors glove.300d.txt -j 2 > scores.txt
+  kxtool wmd --cross a.txt b.txt --json
+  kxtool wmd --top 10 queries.txt corpus.txt.gz
+  cut -f1 pairs.tsv | kxtool wmd - <(cut -f2 pairs.tsv) | paste pairs.tsv -
+"""
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x != x else f"{x:.6f}"
+
+
+def _lines(path: str) -> Iterator[str]:
+    """The lines of a text file (or '-', or a compressed file), newline removed."""
+    from ..textio import open_input
+
+    if path != "-" and _is_pipe(path):
+        yield from _pipe_lines(path)
+        return
+    with open_input(path) as f:
+        for raw in f:
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _is_pipe(path: str) -> bool:
+    """A FIFO or character device, such as the ``<(cmd)`` of the shell (cannot seek)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _pipe_lines(path: str) -> Iterator[str]:
+    """Lines of a pipe: like :func:`_lines`, sniffing compression with ``peek`` (no seek)."""
+    from ..textio import _sniff, _wrap_compressed, os_error
+
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise os_error(e, path) from None
+    with raw:
+        stream = _wrap_compressed(raw, _sniff(raw.peek(16)[:16]))
+        for line in stream:
+            yield line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _read_all(path: str) -> list[str]:
+    return list(_lines(path))
+
+
+def _lockstep(path_a: str, path_b: str, counter: list[int]) -> tuple[Iterator[str], Iterator[str]]:
+    """Two iterators over the lines of A and B that fail, naming the shorter file, when one
+    ends before the other. ``counter[0]`` counts the pairs handed out."""
+    from ..errors import KxError
+    from ..textio import display_name
+
+    sentinel = None
+    ia, ib = _lines(path_a), _lines(path_b)
+    buf: list[str] = []
+
+    def gen_a() -> Iterator[str]:
+        while True:
+            x = next(ia, sentinel)
+            y = next(ib, sentinel)
+            if x is None and y is None:
+                return
+            if x is None or y is None:
+                n = counter[0]
+                short, long_ = (path_a, path_b) if x is None else (path_b, path_a)
+                raise KxError(
+                    f"{display_name(short)!r} has {n} lines but {display_name(long_)!r} has more:"
+                    " paired mode needs the same number of lines (--cross compares all pairs)"
+                )
+            counter[0] += 1
+            buf.append(y)
+            yield x
+
+    class _B:
+        def __iter__(self) -> Iterator[str]:
+            return self
+
+        def __next__(self) -> str:
+            if buf:
+                return buf.pop(0)
+            raise StopIteration
+
+    return gen_a(), _B()  # type: ignore[return-value]
+
+
+def _s(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+def _validate(
+    metric: str, lang: str, similarity: bool, cross: bool, top: int | None, text: bool, reg: float
+) -> None:
+    if metric not in _METRICS:
+        raise typer.BadParameter(
+            f"{metric!r} is not one of {', '.join(_METRICS)}", param_hint="--metric"
+        )
+    if lang not in _LANGS:
+        raise typer.BadParameter(f"{lang!r} is not one of {', '.join(_LANGS)}", param_hint="--lang")
+    if similarity and metric != "wrd":
+        raise typer.BadParameter(
+            "--similarity (1 - WRD) needs --metric wrd", param_hint="--similarity"
+        )
+    if cross and top is not None:
+        raise typer.BadParameter("--cross and --top exclude each other", param_hint="--top")
+    if text and (cross or top is not None):
+        raise typer.BadParameter(
+            "-t/--text compares two texts; --cross and --top take files", param_hint="--text"
+        )
+    if top is not None and top < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--top")
+    if not (reg > 0):
+        raise typer.BadParameter("must be greater than zero", param_hint="--reg")
+
+
+def _report(stats: Any, verbose: bool, consequence: str) -> None:
+    if stats.empty_texts:
+        n = stats.empty_texts
+        warn(
+            f"{n} of {stats.texts} texts {'has' if n == 1 else 'have'} no word found in the"
+            f" vectors: {consequence}"
+        )
+    if not verbose:
+        return
+    share = 100.0 * stats.oov_tokens / stats.tokens if stats.tokens else 0.0
+    err(
+        f"kxtool: {stats.texts} texts, {stats.tokens} tokens, {stats.oov_tokens} out of"
+        f" vocabulary ({share:.1f}%) dropped"
+    )
+    if stats.oov_words:
+        common = ", ".join(f"{w} ({n})" for w, n in stats.oov_words.most_common(10))
+        err(f"kxtool: most frequent unknown words: {common}")
+    if stats.candidates:
+        err(
+            f"kxtool: search: {stats.exact} exact distances for {stats.candidates} candidates"
+            f" ({stats.pruned} pruned by WCD/RWMD)"
+        )
+
+
+@command("wmd", help=_HELP)
+def wmd_command(
+    a: str = typer.Argument(..., metavar="A", help="File of texts, one a line ('-': stdin)."),
+    b: str = typer.Argument(..., metavar="B", help="File of texts, one a line ('-': stdin)."),
+    text: bool = typer.Option(
+        False, "--text", "-t", help="A and B are the two texts themselves, not files."
+    ),
+    cross: bool = typer.Option(
+        False, "--cross", help="Every line of A against every line of B: i<TAB>j<TAB>score."
+    ),
+    top: int = typer.Option(
+        None,
+        "--top",
+        "-k",
+        metavar="K",
+        help="For each line of A, the K nearest lines of B: i<TAB>j<TAB>score (exact).",
+    ),
+    metric: str = typer.Option(
+        "wmd", "--metric", "-m", metavar="METRIC", help="wmd, wrd, wcd, rwmd or sinkhorn."
+    ),
+    vectors: str = typer.Option(
+        None,
+        "--vectors",
+        metavar="FILE",
+        help="Word vectors (word2vec text/binary, GloVe, fastText .vec, .gz). "
+        "Default: $KXTOOL_VECTORS, else the built-in English GloVe 50d.",
+    ),
+    limit: int = typer.Option(
+        None, "--limit", metavar="N", help="Use only the first N words of the vectors."
+    ),
+    similarity: bool = typer.Option(
+        False, "--similarity", help="Print 1 - WRD instead of WRD (with --metric wrd)."
+    ),
+    reg: float = typer.Option(
+        0.1, "--reg", metavar="R", help="Entropic regularisation of --metric sinkhorn."
+    ),
+    lang: str = typer.Option(
+        "auto", "--lang", metavar="LANG", help="Tokeniser: auto (jieba for Chinese), zh or en."
+    ),
+    keep_case: bool = typer.Option(False, "--keep-case", help="Do not lowercase the texts."),
+    stopwords: str = typer.Option(
+        "default",
+        "--stopwords",
+        metavar="WORDS",
+        help="default (built-in English and Chinese), none, or a file with one word a line.",
+    ),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", metavar="N", help="Worker processes (0: one per CPU)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per line)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Report tokens, unknown words and search work on stderr."
+    ),
+) -> None:
+    if "numpy" not in sys.modules:
+        # The matrices here are small: BLAS threads would only fight each other and the
+        # --jobs processes on a busy machine (set before numpy loads, or it has no effect).
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+    from ..errors import KxError
+    from ..text import Tokenizer
+    from ..vectors import resolve_vectors
+    from ..wmd import DocSpace, WmdStats, cross_rows, search_rows, wmd_pairs
+
+    _validate(metric, lang, similarity, cross, top, text, reg)
+    if jobs < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--jobs")
+    if limit is not None and limit < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--limit")
+    if not text and a == "-" and b == "-":
+        raise KxError("A and B cannot both be stdin ('-')")
+
+    tokenizer = Tokenizer(lang=lang, lowercase=not keep_case, stopwords=stopwords)
+    with Bars(unit="B") as bars:
+        vecs = resolve_vectors(vectors, limit=limit, progress=bars)
+    if verbose:
+        err(f"kxtool: vectors: {vecs.source} ({len(vecs)} words, {vecs.dim} dimensions)")
+    stats = WmdStats()
+    out = sys.stdout
+    key = "similarity" if similarity else "distance"
+
+    def value(d: float) -> float:
+        return 1.0 - d if similarity else d
+
+    if text:
+        space = DocSpace(vecs, "cosine" if metric == "wrd" else "euclid", tokenizer)
+        space.stats = stats
+        toks = [space.tokens(a), space.tokens(b)]
+        docs = [space.doc(t) for t in toks]
+        d = value(space.measure(metric, reg)(docs[0], docs[1]))
+        if as_json:
+            index = vecs.index
+            print_json(
+                {
+                    "metric": metric,
+                    key: d,
+                    "tokens": [[t for t in ts if t in index] for ts in toks],
+                    "oov": [[t for t in ts if t not in index] for ts in toks],
+                }
+            )
+        else:
+            out.write(_fmt(d) + "\n")
+        if verbose:
+            index = vecs.index
+            for name, ts in zip("AB", toks, strict=True):
+                known = " ".join(t for t in ts if t in index) or "-"
+                unknown = " ".join(t for t in ts if t not in index) or "-"
+                err(f"kxtool: {name}: {known}  [unknown: {unknown}]")
+        _report(stats, False, "the score is nan")
+        return
+
+    if top is not None:
+        same = a == b and a != "-"
+        queries = _read_all(a)
+        corpus = None if same else _read_all(b)
+        nan = 0
+        with Bars(unit="query") as bars:
+            rows = search_rows(
+                queries,
+                corpus,
+                vecs,
+                k=top,
+                metric=metric,
+                tokenizer=tokenizer,
+                reg=reg,
+                jobs=jobs,
+                progress=bars,
+                stats=stats,
+            )
+            for i, hits in enumerate(rows, 1):
+                if not hits:
+                    nan += 1
+                if as_json:
+                    print_json(
+                        {
+                            "line": i,
+                            "neighbors": [{"line": j + 1, key: value(d)} for j, d in hits],
+                        }
+                    )
+                else:
+                    out.write("".join(f"{i}\t{j + 1}\t{_fmt(value(d))}\n" for j, d in hits))
+        out.flush()
+        _report(stats, verbose, f"{nan} {_s(nan, 'query has', 'queries have')} no neighbours")
+        return
+
+    if cross:
+        same = a == b and a != "-"
+        texts_a = _read_all(a)
+        texts_b = None if same else _read_all(b)
+        nan = 0
+        with Bars(unit="pair") as bars:
+            rows = cross_rows(
+                texts_a,
+                texts_b,
+                vecs,
+                metric=metric,
+                tokenizer=tokenizer,
+                reg=reg,
+                jobs=jobs,
+                progress=bars,
+                stats=stats,
+            )
+            for i, row in enumerate(rows, 1):
+                vals = [value(float(x)) for x in row]
+                nan += sum(1 for x in vals if x != x)
+                if as_json:
+                    for j, x in enumerate(vals, 1):
+                        print_json({"a": i, "b": j, key: x})
+                else:
+                    out.write("".join(f"{i}\t{j}\t{_fmt(x)}\n" for j, x in enumerate(vals, 1)))
+        out.flush()
+        _report(stats, verbose, f"{nan} {_s(nan, 'score is', 'scores are')} nan")
+        return
+
+    counter = [0]
+    ia, ib = _lockstep(a, b, counter)
+    nan = 0
+    with Bars(unit="pair") as bars:
+        scores = wmd_pairs(
+            ia,
+            ib,
+            vecs,
+            metric=metric,
+            tokenizer=tokenizer,
+            reg=reg,
+            jobs=jobs,
+            progress=bars,
+            stats=stats,
+        )
+        for i, d in enumerate(scores, 1):
+            x = value(d)
+            if x != x:
+                nan += 1
+            if as_json:
+                print_json({"line": i, key: x})
+            else:
+                out.write(_fmt(x) + "\n")
+    out.flush()
+    _report(stats, verbose, f"{nan} {_s(nan, 'score is', 'scores are')} nan")

@@ -1,0 +1,621 @@
+"""Engine tests for kxtool.vectors: formats, errors, cache, default vectors."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from kxtool import vectors as V
+from kxtool.errors import KxError
+from kxtool.vectors import (
+    Vectors,
+    cache_path_for,
+    check_default_language,
+    convert_vectors,
+    default_vectors,
+    load_vectors,
+    read_cache,
+    resolve_vectors,
+    save_cache,
+)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("KXTOOL_CACHE_DIR", str(d))
+    monkeypatch.delenv("KXTOOL_VECTORS", raising=False)
+    return d
+
+
+def sample(n=40, dim=6, seed=0, prefix="w"):
+    rng = np.random.default_rng(seed)
+    words = [f"{prefix}{i}" for i in range(n - 3)] + ["café", "日本", "naïve-x"]
+    m = rng.standard_normal((n, dim)).astype(np.float32)
+    m[3, 0] = 1e-7  # needs an exponent
+    return words, m
+
+
+def fmt_row(row):
+    return " ".join(repr(float(x)) for x in row)
+
+
+def text_bytes(words, m, *, header=True, trailing_space=False, crlf=False):
+    nl = "\r\n" if crlf else "\n"
+    lines = [f"{len(words)} {m.shape[1]}"] if header else []
+    end = " " if trailing_space else ""
+    lines += [f"{w} {fmt_row(r)}{end}" for w, r in zip(words, m, strict=True)]
+    return (nl.join(lines) + nl).encode("utf-8")
+
+
+def binary_bytes(words, m, *, newline=True):
+    out = [f"{len(words)} {m.shape[1]}\n".encode()]
+    for w, r in zip(words, m, strict=True):
+        out.append(
+            w.encode("utf-8") + b" " + r.astype("<f4").tobytes() + (b"\n" if newline else b"")
+        )
+    return b"".join(out)
+
+
+def write(path, data, compress=None):
+    opener = {None: open, "gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[compress]
+    with opener(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def same(v: Vectors, words, m):
+    assert v.words == list(words)
+    np.testing.assert_array_equal(np.asarray(v.matrix), m)
+    assert v.matrix.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "bz2", "xz"])
+@pytest.mark.parametrize(
+    "kind,expected_format",
+    [
+        ("word2vec", "word2vec"),
+        ("glove", "glove"),
+        ("fasttext", "word2vec"),
+        ("crlf", "word2vec"),
+        ("binary", "word2vec-binary"),
+        ("binary-nonl", "word2vec-binary"),
+    ],
+)
+def test_round_trip_every_format(tmp_path, kind, expected_format, compress):
+    words, m = sample()
+    data = {
+        "word2vec": lambda: text_bytes(words, m),
+        "glove": lambda: text_bytes(words, m, header=False),
+        "fasttext": lambda: text_bytes(words, m, trailing_space=True),
+        "crlf": lambda: text_bytes(words, m, crlf=True),
+        "binary": lambda: binary_bytes(words, m),
+        "binary-nonl": lambda: binary_bytes(words, m, newline=False),
+    }[kind]()
+    p = write(tmp_path / "vectors.data", data, compress)  # the name says nothing
+    v = load_vectors(p)
+    same(v, words, m)
+    assert v.format == expected_format
+    assert v.source == p
+    assert not v.is_default
+    # the cached load gives the same
+    v2 = load_vectors(p)
+    same(v2, words, m)
+    assert v2.cache_path is not None and os.path.exists(v2.cache_path)
+    # without cache too
+    same(load_vectors(p, cache=False), words, m)
+
+
+def test_cache_format_round_trip(tmp_path):
+    words, m = sample()
+    out = save_cache(Vectors(words, m), tmp_path / "x.kxv")
+    v = load_vectors(out)
+    same(v, words, m)
+    assert isinstance(v.matrix, np.memmap)
+    assert v.format == "kxtool"
+    same(read_cache(out, limit=5), words[:5], m[:5])
+    same(load_vectors(out, limit=5), words[:5], m[:5])
+
+
+def test_float16_compressed_kxv(tmp_path):
+    words, m = sample()
+    p = tmp_path / "small.kxv"
+    V.write_kxv(p, words, m, dtype="float16", compress=True)
+    v = read_cache(p)
+    assert v.words == words
+    np.testing.assert_array_equal(v.matrix, m.astype(np.float16).astype(np.float32))
+    same(read_cache(p, limit=3), words[:3], m[:3].astype(np.float16).astype(np.float32))
+
+
+def test_multi_block_parsing(tmp_path, monkeypatch):
+    monkeypatch.setattr(V, "_BLOCK", 97)  # lines straddle every block boundary
+    words, m = sample(n=300, dim=5)
+    for data in (text_bytes(words, m), text_bytes(words, m, header=False), binary_bytes(words, m)):
+        p = write(tmp_path / "multi", data)
+        same(load_vectors(p, cache=False), words, m)
+        same(load_vectors(p, limit=123, cache=False), words[:123], m[:123])
+
+
+def test_no_final_newline_and_trailing_blank_lines(tmp_path):
+    words, m = sample(n=5)
+    data = text_bytes(words, m, header=False)
+    same(load_vectors(write(tmp_path / "a", data.rstrip(b"\n")), cache=False), words, m)
+    same(load_vectors(write(tmp_path / "b", data + b"\n \n\n"), cache=False), words, m)
+
+
+@pytest.mark.parametrize("kind", ["word2vec", "glove", "binary"])
+def test_limit(tmp_path, kind):
+    words, m = sample()
+    data = {
+        "word2vec": text_bytes(words, m),
+        "glove": text_bytes(words, m, header=False),
+        "binary": binary_bytes(words, m),
+    }[kind]
+    p = write(tmp_path / "v", data)
+    same(load_vectors(p, limit=7), words[:7], m[:7])
+    same(load_vectors(p, limit=7), words[:7], m[:7])  # from the limit-7 cache
+    same(load_vectors(p, limit=1000), words, m)
+    with pytest.raises(KxError, match="positive"):
+        load_vectors(p, limit=0)
+
+
+def test_limit_beyond_header_count_is_fine_but_excess_lines_are_not(tmp_path):
+    words, m = sample(n=4)
+    data = text_bytes(words, m)
+    bad = data.replace(b"4 6\n", b"3 6\n", 1)
+    p = write(tmp_path / "v", bad)
+    with pytest.raises(KxError, match=r"v:5: more vectors than the 3 announced"):
+        load_vectors(p)
+    same(load_vectors(p, limit=2, cache=False), words[:2], m[:2])
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def lines_file(tmp_path, lines, name="bad.txt"):
+    p = tmp_path / name
+    p.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(p)
+
+
+GOOD = ["a 1 2 3", "b 4 5 6", "c 7 8 9"]
+
+
+@pytest.mark.parametrize(
+    "lines,where,what",
+    [
+        (
+            ["3 3", "a 1 2 3", "b 1 2", "c 1 2 3"],
+            ":3:",
+            "expected 3 numbers after the word, found 2",
+        ),
+        (["3 3", "a 1 2 3", "b 1 2 3", "c 1 2 3 4"], ":4:", "found 4"),
+        (["a 1 2 3", "b 1 2 3", "c 1 x 3"], ":3:", "'x' is not a number"),
+        (["a 1 2 3", "b 1 2,5 3"], ":2:", "'2,5' is not a number"),
+        (["a 1 2 3", "b 1 2.5.1 3"], ":2:", "'2.5.1' is not a number"),
+        (["a 1 2 3", "b 1 nan 3"], ":2:", "not a finite number"),
+        (["a 1 2 3", "b 1 inf 3"], ":2:", "not a finite number"),
+        (["a 1 2 3", "b 4 5 6", "a 7 8 9"], ":3:", "duplicate word 'a' \\(first at line 1\\)"),
+        (["2 3", "a 1 2 3", "a 7 8 9"], ":3:", "duplicate word 'a' \\(first at line 2\\)"),
+        (["a 1 2 3", "", "b 4 5 6"], ":2:", "blank line"),
+        (["a 1 2 3", "b"], ":2:", "found 1 field"),
+        (["a"], ":1:", "found 1 field"),
+        (["5 3", "a 1 2 3", "b 4 5 6"], ": ", "announces 5 vectors but the file has 2"),
+        (["2 3"], ": ", "no vectors after the header"),
+    ],
+)
+def test_malformed_text(tmp_path, lines, where, what):
+    p = lines_file(tmp_path, lines)
+    with pytest.raises(KxError, match=what) as e:
+        load_vectors(p)
+    assert e.value.message.startswith(p + where)
+    assert "\n" not in e.value.message
+
+
+def test_malformed_line_number_far_into_a_big_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(V, "_BLOCK", 1000)
+    words, m = sample(n=500, dim=4)
+    lines = text_bytes(words, m).decode().splitlines()
+    lines[377] = lines[377] + " 0.5"  # line 378 of the file
+    p = lines_file(tmp_path, lines)
+    with pytest.raises(KxError, match=r"bad.txt:378: expected 4 numbers after the word, found 5"):
+        load_vectors(p)
+    dup = text_bytes(words, m).decode().splitlines()
+    dup[400] = "w3" + dup[400][dup[400].index(" ") :]
+    p = lines_file(tmp_path, dup, "dup.txt")
+    with pytest.raises(KxError, match=r"dup.txt:401: duplicate word 'w3' \(first at line 5\)"):
+        load_vectors(p)
+
+
+def test_malformed_binary(tmp_path):
+    words, m = sample(n=5, dim=4)
+    data = binary_bytes(words, m)
+    p = write(tmp_path / "trunc.bin", data[:-10])
+    with pytest.raises(KxError, match=r"trunc.bin: record 5: truncated vector data"):
+        load_vectors(p)
+    p = write(tmp_path / "short.bin", data.replace(b"5 4\n", b"9 4\n", 1))
+    with pytest.raises(KxError, match="announces 9 vectors but the data ends after 5"):
+        load_vectors(p)
+    dup = binary_bytes(["a", "b", "a"], m[:3])
+    p = write(tmp_path / "dup.bin", dup)
+    with pytest.raises(
+        KxError, match=r"dup.bin: record 3: duplicate word 'a' \(first at record 1\)"
+    ):
+        load_vectors(p)
+    nanm = m[:3].copy()
+    nanm[1, 2] = np.nan
+    p = write(tmp_path / "nan.bin", binary_bytes(["a", "b", "c"], nanm))
+    with pytest.raises(KxError, match=r"nan.bin: record 2: a value is not a finite number"):
+        load_vectors(p)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(KxError, match="No such file"):
+        load_vectors(tmp_path / "missing.txt")
+    with pytest.raises(KxError, match="is a directory"):
+        load_vectors(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(KxError, match="empty.txt: the vectors file is empty"):
+        load_vectors(empty)
+    blank = tmp_path / "blank.txt"
+    blank.write_bytes(b"\n\n")
+    with pytest.raises(KxError, match="blank.txt"):
+        load_vectors(blank)
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(text_bytes(*sample()))[:-30])
+    with pytest.raises(KxError, match="broken.gz"):
+        load_vectors(broken)
+    fake = tmp_path / "fake.kxv"
+    fake.write_bytes(V.MAGIC + b"\0" * 100)
+    with pytest.raises(KxError, match="fake.kxv: not a valid kxtool vectors file"):
+        load_vectors(fake)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def test_cache_is_written_and_used(tmp_path, _cache_dir, monkeypatch):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    v = load_vectors(p)
+    assert v.cache_path is not None
+    assert os.path.dirname(v.cache_path) == str(_cache_dir / "vectors")
+    assert cache_path_for(p) == v.cache_path
+
+    def boom(*a, **k):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(V, "_parse", boom)
+    v2 = load_vectors(p)
+    same(v2, words, m)
+    assert isinstance(v2.matrix, np.memmap)
+    assert v2.format == "word2vec" and v2.source == p
+    same(load_vectors(p, limit=4), words[:4], m[:4])  # the full cache serves limits
+
+
+def test_cache_invalidated_when_source_changes(tmp_path):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    same(load_vectors(p), words, m)
+    m2 = m + 1
+    write(p, text_bytes(words, m2))
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    v = load_vectors(p)
+    same(v, words, m2)
+    # same size and a new mtime only: still re-read
+    m3 = m2.copy()
+    m3[0, 0] = -m3[0, 0] if m3[0, 0] != 0 else 1.0
+    data = text_bytes(words, m3)
+    if len(data) == os.path.getsize(p):
+        write(p, data)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 9_000_000_000))
+        same(load_vectors(p), words, m3)
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    c = load_vectors(p).cache_path
+    with open(c, "r+b") as f:
+        f.truncate(100)
+    same(load_vectors(p), words, m)
+    assert V._read_kxv_header(c, strict=False) is not None
+
+
+def test_cache_falls_back_beside_the_file_then_to_none(tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    words, m = sample()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    monkeypatch.setenv("KXTOOL_CACHE_DIR", str(ro / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    p = write(src / "v.txt", text_bytes(words, m))
+    v = load_vectors(p)
+    same(v, words, m)
+    assert v.cache_path == str(src / "v.txt.kxv")
+    os.unlink(v.cache_path)
+    src.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        v = load_vectors(p)
+        same(v, words, m)
+        assert v.cache_path is None
+    finally:
+        src.chmod(0o755)
+        ro.chmod(0o755)
+
+
+def test_cache_falls_back_when_dir_is_a_file(tmp_path, monkeypatch):
+    # works as root too: the cache "directory" is a regular file
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    monkeypatch.setenv("KXTOOL_CACHE_DIR", str(blocker))
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    v = load_vectors(p)
+    same(v, words, m)
+    assert v.cache_path == str(tmp_path / "v.txt.kxv")
+    same(load_vectors(p), words, m)
+
+
+def test_cache_write_failure_midway_keeps_loading(tmp_path, monkeypatch):
+    words, m = sample(n=300, dim=5)
+    monkeypatch.setattr(V, "_BLOCK", 200)
+    monkeypatch.setattr(V, "_BIN_BATCH", 10)
+    calls = {"n": 0}
+    real_add = V._FileSink.add
+
+    def flaky(self, chunk):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        real_add(self, chunk)
+
+    monkeypatch.setattr(V._FileSink, "add", flaky)
+    for data in (text_bytes(words, m), binary_bytes(words, m)):
+        calls["n"] = 0
+        p = write(tmp_path / "v.any", data)
+        v = load_vectors(p)
+        same(v, words, m)
+        assert v.cache_path is None
+    leftovers = [f for f in os.listdir(tmp_path / "cache" / "vectors") if f.endswith(".kxtmp")]
+    assert leftovers == []
+
+
+def test_no_cache_option_writes_nothing(tmp_path, _cache_dir):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    v = load_vectors(p, cache=False)
+    assert v.cache_path is None
+    assert not (_cache_dir / "vectors").exists() or not os.listdir(_cache_dir / "vectors")
+
+
+def test_convert_streams_into_the_cache_format(tmp_path):
+    words, m = sample()
+    p = write(tmp_path / "v.txt.gz", text_bytes(words, m, header=False), "gz")
+    out = tmp_path / "v.kxv"
+    v = convert_vectors(p, out, limit=30)
+    same(v, words[:30], m[:30])
+    same(load_vectors(out), words[:30], m[:30])
+    with pytest.raises(KxError, match="stdout"):
+        convert_vectors(p, "-")
+    with pytest.raises(KxError, match="does not exist"):
+        convert_vectors(p, tmp_path / "nodir" / "x.kxv")
+
+
+def test_nul_in_word_cannot_be_cached(tmp_path):
+    with pytest.raises(KxError, match="NUL"):
+        save_cache(Vectors(["a\0b"], np.zeros((1, 2), np.float32)), tmp_path / "x.kxv")
+
+
+# ----------------------------------------------------------------------------- default
+
+
+def test_default_vectors():
+    v = default_vectors()
+    assert v.is_default
+    assert "GloVe" in v.source
+    assert len(v) == 100_000 and v.dim == 50
+    assert v.matrix.dtype == np.float32
+    assert v.words[:5] == ["the", ",", ".", "of", "to"]
+    assert len(set(v.words)) == len(v.words)
+    # GloVe 6B 50d, first vector of "the" (glove.6B.50d.txt line 1), stored as float16
+    np.testing.assert_allclose(v["the"][:3], [0.418, 0.24968, -0.41242], rtol=1e-3)
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cos(v["king"], v["queen"]) > cos(v["king"], v["banana"])
+    assert default_vectors() is v
+
+
+def test_resolve_vectors(tmp_path, monkeypatch):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    assert resolve_vectors(None).is_default
+    assert len(resolve_vectors(None, limit=10)) == 10
+    monkeypatch.setenv("KXTOOL_VECTORS", p)
+    v = resolve_vectors(None)
+    assert not v.is_default and v.words == words
+    other = write(tmp_path / "o.txt", text_bytes(words[:3], m[:3], header=False))
+    assert resolve_vectors(other).words == words[:3]
+    monkeypatch.setenv("KXTOOL_VECTORS", "")
+    assert resolve_vectors(None).is_default
+
+
+def test_chinese_with_default_is_a_clear_error():
+    v = default_vectors()
+    check_default_language(v, "the cat sat on the mat")
+    with pytest.raises(KxError, match="--vectors"):
+        check_default_language(v, ["a document", "我们今天去北京"])
+    check_default_language(Vectors(["x"], np.zeros((1, 2), np.float32)), "我们")
+
+
+# ----------------------------------------------------------------------------- parallel
+
+
+def test_parallel_parse_matches_and_reports_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(V, "_BLOCK", 2000)
+    words, m = sample(n=400, dim=5)
+    data = text_bytes(words, m)
+    p = write(tmp_path / "v.txt", data + b"\n\n")
+    same(load_vectors(p, cache=False, workers=2), words, m)
+    same(load_vectors(p, limit=151, cache=False, workers=3), words[:151], m[:151])
+    lines = data.decode().splitlines()
+    lines[300] = lines[300].replace(" ", " 7 ", 1)
+    p = lines_file(tmp_path, lines)
+    with pytest.raises(KxError, match=r"bad.txt:301: expected 5 numbers after the word, found 6"):
+        load_vectors(p, cache=False, workers=2)
+    lines = data.decode().splitlines()
+    lines[250] = ""
+    p = lines_file(tmp_path, lines, "blank.txt")
+    with pytest.raises(KxError, match=r"blank.txt:251: blank line"):
+        load_vectors(p, workers=2)
+
+
+def test_auto_workers(tmp_path, monkeypatch):
+    p = write(tmp_path / "v.txt", text_bytes(*sample()))
+    assert V._workers(p, None) == 1
+    assert V._workers(p, 3) == 3
+    monkeypatch.setattr(V, "_PARALLEL_MIN", 10)
+    assert V._workers(p, None) >= 1
+    assert V._workers("-", None) == 1
+
+
+def test_env_vectors_error_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("KXTOOL_VECTORS", str(tmp_path / "nope.vec"))
+    with pytest.raises(KxError, match="nope.vec.*named by KXTOOL_VECTORS"):
+        resolve_vectors(None)
+
+
+def test_binary_word_with_newline_inside(tmp_path):
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    p = write(tmp_path / "odd.bin", binary_bytes(["a", "b\nc", "d"], m))
+    v = load_vectors(p, cache=False)
+    assert v.words == ["a", "b\nc", "d"]
+
+
+def test_invalid_utf8_words_are_replaced(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"caf\xe9 1 2\nthe 3 4\n")
+    v = load_vectors(p, cache=False)
+    assert v.words == ["caf\ufffd", "the"]
+
+
+def test_short_text_rows_with_non_ascii_words_are_text(tmp_path):
+    p = tmp_path / "small.vec"
+    p.write_bytes("3 4\nking 1 2 3 4\n日本 1 2 3 4\nçà 0 0 0 0\n".encode())
+    v = load_vectors(p, cache=False)
+    assert v.format == "word2vec" and v.words == ["king", "日本", "çà"]
+
+
+def test_words_with_spaces_like_glove_840b(tmp_path):
+    # glove.840B.300d.txt has lines such as "at name@domain.com 0.0061 ..." and ". . . -0.1 ..."
+    p = lines_file(tmp_path, ["the 1 2 3", "at name@domain.com 4 5 6", ". . . 7 8 9", "x 1 1 1"])
+    v = load_vectors(p, cache=False)
+    assert v.words == ["the", "at name@domain.com", ". . .", "x"]
+    np.testing.assert_array_equal(v["at name@domain.com"], [4, 5, 6])
+    same(load_vectors(p), v.words, np.asarray(v.matrix))  # and through the cache
+    p = lines_file(tmp_path, ["the 1 2 3", "b 4 5 6 7"], "extra.txt")
+    with pytest.raises(KxError, match="extra.txt:2: expected 3 numbers after the word, found 4"):
+        load_vectors(p)
+
+
+def _fast_and_general(text: bytes):
+    a = np.frombuffer(text, dtype=np.uint8)
+    ws = V._WS[a]
+    starts = ~ws
+    starts[1:] &= ws[:-1]
+    cs = np.cumsum(starts, dtype=np.int32)
+    return V._decimals(text, a, ws, starts, cs), V._parse_floats(text, np.float32)
+
+
+@pytest.mark.parametrize(
+    "style", ["%.6f", "%.5f", "%.3f", "%.1f", "%.9f", "repr", "mixed", "fasttext"]
+)
+def test_decimal_fast_path_is_bit_exact(style):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(20000) * 10.0 ** rng.integers(-3, 4, 20000)
+    x[:5] = [0.0, -0.0, -1e-9, 5.0, -7.0]
+    if style == "fasttext":  # "%g": a few values with exponents among plain decimals
+        y = rng.standard_normal(20000) * 0.05
+        toks = [format(v, "g") for v in y] + ["-0e0", "1E+2", "2.5e-300", "7e-50"]
+        assert any("e" in t for t in toks[:20000])
+    elif style == "repr":
+        toks = [t for t in (str(np.float32(v)) for v in x) if "e" not in t]
+    elif style == "mixed":
+        forms = ["%.6f", "%.2f", "%d", "%+.4f", "%.0f.", "%.5f"]
+        toks = [forms[i % len(forms)] % v for i, v in enumerate(x)]
+        toks += [".5", "-.25", "-0.000000", "+0", "123456789012.12345"]
+    else:
+        toks = [style % v for v in x]
+    text = ("\n".join(" ".join(toks[i : i + 50]) for i in range(0, len(toks), 50))).encode()
+    fast, general = _fast_and_general(text)
+    assert fast is not None
+    assert fast.view(np.uint32).tolist() == general.view(np.uint32).tolist()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"1.5e-05 2",
+        b"nan 1",
+        b"1.2.3 4",
+        b"- 1",
+        b". 1",
+        b"1234567890123456789 1",
+        b"0x10 1",
+        b" ".join([b"1.5"] * 40 + [b"1_0e1"]),
+        b" ".join([b"1.5"] * 40 + [b"1e1e1"]),
+    ],
+)
+def test_decimal_fast_path_declines_the_rest(text):
+    fast, _ = _fast_and_general(text)
+    assert fast is None
+
+
+def test_fasttext_exponents_still_load(tmp_path):
+    p = lines_file(tmp_path, ["2 3", "a 1.5e-05 -2.5E+3 0.1", "b 1 2 3"])
+    v = load_vectors(p, cache=False)
+    np.testing.assert_array_equal(v["a"], np.array([1.5e-05, -2500, 0.1], dtype=np.float32))
+
+
+@pytest.mark.parametrize("f", [0, 1, 5, 6, 9])
+def test_fixed_decimal_fast_path_is_bit_exact(f):
+    rng = np.random.default_rng(f)
+    x = rng.standard_normal((300, 20)) * 10.0 ** rng.integers(-2, 5, (300, 20))
+    x[0, :4] = [0.0, -1e-12, -0.0, 12345.0]
+    fmt = "%." + str(f) + "f" + ("." if f == 0 else "")
+    rows = [" ".join(fmt % v for v in r) for r in x]
+    text = "\n".join(rows).encode()
+    a = np.frombuffer(text, dtype=np.uint8)
+    fast = V._fixed_decimals(text, a, 300, 20)
+    assert fast is not None
+    general = V._parse_floats(text, np.float32).reshape(300, 20)
+    assert fast.view(np.uint32).tolist() == general.view(np.uint32).tolist()
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["0.12 0.123", "0.11 0.22"],  # fraction lengths differ
+        ["0.12 3", "0.11 0.22"],  # a value without a dot
+        ["0.12 0.12.12", "0.11 0.22"],  # two dots
+        ["0.12 1e-05", "0.11 0.22"],
+        ["0.12 0.13 0.14", "0.11"],  # per-line counts differ
+        ["12345678901234567.12 0.13", "0.11 0.22"],  # too many digits
+    ],
+)
+def test_fixed_decimal_fast_path_declines_the_rest(rows):
+    text = "\n".join(rows).encode()
+    assert V._fixed_decimals(text, np.frombuffer(text, dtype=np.uint8), 2, 2) is None
