@@ -72,12 +72,15 @@ def _normalized(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _select_padded(vals: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _select_padded(
+    vals: np.ndarray, cols: np.ndarray, k: int, ascending: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top k of each row of ``vals``, ties broken by the lower ``cols``.
 
     Padding entries are ``-inf`` with columns larger than any real one (and distinct within a
-    row, as all columns of a row must be). Returns ``(cols, vals)`` of shape ``(rows, k)``, best
-    first.
+    row, as all columns of a row must be). ``ascending``: the columns of every row increase
+    along the row, so ties resolve by position. Returns ``(cols, vals)`` of shape ``(rows, k)``,
+    best first.
     """
     b, w = vals.shape
     if w == k:
@@ -89,7 +92,13 @@ def _select_padded(vals: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarr
         eq = vals == kth[:, None]
         take = gt | eq
         tied = np.flatnonzero(eq.sum(axis=1) > need)
-        if len(tied):
+        if len(tied) and ascending:
+            # the first `need` tied entries of the row are its lowest columns
+            for r in tied:
+                row = take[r]
+                row[:] = gt[r]
+                row[np.flatnonzero(eq[r])[: need[r]]] = True
+        elif len(tied):
             # more entries equal the k-th value than fit: keep the `need` lowest columns
             big = np.iinfo(np.int64).max
             eq_t = eq[tied]
@@ -254,12 +263,14 @@ def _select_block(scores: np.ndarray, k: int, groups: int) -> tuple[np.ndarray, 
     b, n = scores.shape
     if groups <= 0:
         cols = np.broadcast_to(np.arange(n, dtype=np.int64), (b, n))
-        return _select_padded(scores, cols, k)
+        return _select_padded(scores, cols, k, ascending=True)
     width = n // groups
     body = groups * width
     # Work in cache-sized chunks of rows: group maxima, bound, comparison, positions.
     chunk = max(1, (1 << 22) // (n * 4))
     found = []
+    flood = max(64, 32 * k)  # more candidates than this: the row takes the full-row path
+    flooded = np.zeros(b, dtype=bool)
     for s in range(0, b, chunk):
         blk = scores[s : s + chunk]
         gmax = blk[:, :body].reshape(len(blk), groups, width).max(axis=2)
@@ -268,7 +279,13 @@ def _select_block(scores: np.ndarray, k: int, groups: int) -> tuple[np.ndarray, 
         g = gmax.shape[1]
         # k groups have a maximum >= bound, so the row's k-th best is >= bound too.
         bound = np.partition(gmax, g - k, axis=1)[:, g - k]
-        f = np.flatnonzero(blk >= bound[:, None])
+        mask = blk >= bound[:, None]
+        f = np.flatnonzero(mask)
+        if len(f) > len(blk) * flood:  # ties everywhere (constant or duplicate vectors)
+            over = mask.sum(axis=1) > flood
+            flooded[s : s + len(blk)] = over
+            mask[over] = False
+            f = np.flatnonzero(mask)
         if s:
             f += s * n
         found.append(f)
@@ -276,7 +293,7 @@ def _select_block(scores: np.ndarray, k: int, groups: int) -> tuple[np.ndarray, 
     rows = flat // n
     counts = np.bincount(rows, minlength=b)
     cap = max(4 * k, 8 * int(math.ceil(len(flat) / b)), 64)
-    heavy = counts > cap
+    heavy = (counts > cap) | flooded
     out_c = np.empty((b, k), dtype=np.int64)
     out_v = np.empty((b, k), dtype=np.float32)
     if heavy.any():
@@ -302,7 +319,7 @@ def _select_block(scores: np.ndarray, k: int, groups: int) -> tuple[np.ndarray, 
         pc += np.arange(w)  # distinct padding columns, larger than any real one
         pv[drow, pos] = scores.reshape(-1)[flat]
         pc[drow, pos] = flat - rows * n
-        lc, lv = _select_padded(pv, pc, k)
+        lc, lv = _select_padded(pv, pc, k, ascending=True)
         out_c[light] = lc
         out_v[light] = lv
     return out_c, out_v
