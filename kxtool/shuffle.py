@@ -45,6 +45,7 @@ from .textio import (
     STDIO,
     AtomicOutputs,
     check_readable,
+    compression_for_name,
     display_name,
     format_size,
     free_space,
@@ -67,6 +68,8 @@ WRITE_BATCH = 32768
 CACHE_BUCKET = 64 << 20
 #: Memory a pass-1 batch and a pass-2 pile aim at (see :func:`_work_unit`).
 WORK_UNIT = 16 << 20
+#: Size of a pile relative to a pass-1 batch: smaller piles keep the pass-2 gather in cache.
+PILE_SHARE = 0.5
 #: Share of the budget the records may take when the whole input is ordered in memory.
 IN_MEMORY_SHARE = 0.8
 #: Piles when the input size is not known in advance (stdin, compressed inputs).
@@ -545,6 +548,29 @@ class _Writer:
             if self.progress is not None:
                 self.progress("writing", self.written_bytes, self.total_bytes)
 
+    def direct_target(self) -> tuple[str, int] | None:
+        """For workers writing in place: the temporary file of a single plain output and the
+        offset where records start, after the header (which is written here)."""
+        if self.shards or self.output == STDIO or compression_for_name(self.output):
+            return None
+        if self.file is None:
+            self._open_next()
+        assert self.file is not None
+        self.file.flush()
+        return self.outputs.temp_path(self.output), len(self.header)
+
+    def advance(self, nbytes: int) -> None:
+        """Records were written by workers: account for them (progress)."""
+        self.written_bytes += nbytes
+        if self.progress is not None:
+            self.progress("writing", self.written_bytes, self.total_bytes)
+
+    def advance_done(self, nbytes: int) -> None:
+        """Workers wrote every record (``nbytes`` after the header): move to the end."""
+        assert self.file is not None
+        self.file.seek(len(self.header) + nbytes)
+        self.done = self.bounds[-1]
+
     def write_joined(self, data: bytes, count: int) -> None:
         """Write ``count`` records joined by the separator (without the final one)."""
         sep = self.sep
@@ -913,13 +939,27 @@ class _Pool:
             raise KxError(msg[1])
         return msg
 
+    def _wait(self) -> list[int]:
+        """Workers with a message waiting (blocks until there is one)."""
+        from multiprocessing.connection import wait
+
+        conns = {id(c): w for w, (_p, c) in enumerate(self.workers)}
+        ready = wait([c for _p, c in self.workers])
+        return [conns[id(c)] for c in ready]
+
     def pass1(self, chunks: Iterator[_Chunk], space: str | None) -> _Runs:
+        """Hand each chunk to whichever worker is free; collect the runs they wrote."""
         jobs = len(self.workers)
+        free = list(range(jobs))
         start = 0
-        for i, chunk in enumerate(chunks):
+        for chunk in chunks:
             if space is not None:
                 _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")
-            w = i % jobs
+            while not free:
+                for w in self._wait():
+                    self._recv(w)  # ("ready",)
+                    free.append(w)
+            w = free.pop(0)
             conn = self.workers[w][1]
             try:
                 conn.send(("chunk", start, chunk.count, chunk.nbytes))
@@ -935,13 +975,40 @@ class _Pool:
             except OSError:
                 raise self._failed(w) from None
         for w in range(jobs):
-            merged.adopt(self._recv(w)[1])
+            while True:
+                msg = self._recv(w)
+                if msg[0] == "runs":
+                    merged.adopt(msg[1])
+                    break
         return merged
 
     def pass2(self, runs: _Runs, budget: int, writer: _Writer) -> None:
+        """Order and write the piles: straight into a plain output file when there is one,
+        otherwise through the main process, in order."""
         jobs = len(self.workers)
-        counts, _ = runs.pile_totals()
+        counts, sizes = runs.pile_totals()
         piles = np.flatnonzero(counts).tolist()
+        target = writer.direct_target()
+        if target is not None:
+            path, base = target
+            offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
+            for w in range(jobs):
+                mine = piles[w::jobs]
+                msg = ("drain_to", runs, mine, [offsets[p] for p in mine], budget, path)
+                try:
+                    self.workers[w][1].send(msg)
+                except OSError:
+                    raise self._failed(w) from None
+            busy = set(range(jobs))
+            while busy:
+                for w in self._wait():
+                    msg = self._recv(w)
+                    if msg[0] == "pile":
+                        writer.advance(msg[1])
+                    elif msg[0] == "done":
+                        busy.discard(w)
+            writer.advance_done(int(sizes.sum()))
+            return
         for w in range(jobs):
             try:
                 self.workers[w][1].send(("drain", runs, piles[w::jobs], budget))
@@ -1000,12 +1067,13 @@ def _work_unit(budget: int, known_total: int | None) -> int:
 
 
 def _pile_bits_for(known_total: int | None, per_byte: float, unit: int) -> int:
-    """Enough piles that each one is about a work unit (each must fit in memory in pass 2)."""
+    """Enough piles that each one is about half a work unit (it must fit in memory in pass 2;
+    smaller piles measured faster here)."""
     if known_total is None:
         # unknown size (stdin, compressed): plan for a large input; piles that still turn out
         # too big are split again in pass 2, which changes nothing in the output
         return UNKNOWN_SIZE_PILE_BITS
-    piles = max(2, math.ceil(known_total * per_byte / unit))
+    piles = max(2, math.ceil(known_total * per_byte / (unit * PILE_SHARE)))
     return min(16, max(1, math.ceil(math.log2(piles))))
 
 
@@ -1125,6 +1193,8 @@ def _worker(
                 if head:
                     lines[0] = head + lines[0]
                 spiller.add(lines, record_keys(seed, start, count), nbytes)
+                del lines, head
+                conn.send(("ready",))
             elif kind == "end":
                 spiller.flush()
                 runs.close()
@@ -1132,6 +1202,11 @@ def _worker(
             elif kind == "drain":
                 _, merged, piles, budget = msg
                 _drain(merged, budget, _PipeSink(conn, sep), piles)
+                merged.close()
+                conn.send(("done",))
+            elif kind == "drain_to":
+                _, merged, piles, offsets, budget, path = msg
+                _drain_to_file(merged, piles, offsets, budget, path, sep, conn)
                 merged.close()
                 conn.send(("done",))
             else:
@@ -1144,6 +1219,57 @@ def _worker(
             conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         runs.close()
+
+
+def _drain_to_file(
+    runs: _Runs,
+    piles: Sequence[int],
+    offsets: Sequence[int],
+    budget: int,
+    path: str,
+    sep: bytes,
+    conn: Connection,
+) -> None:
+    """Pass 2 in a worker, writing each pile straight into the output at its offset."""
+    counts, sizes = runs.pile_totals()
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as e:
+        raise os_error(e, path, "cannot write") from None
+    try:
+        for p, offset in zip(piles, offsets, strict=True):
+            sink = _OffsetSink(fd, offset, sep, path)
+            _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
+            if sink.offset != offset + int(sizes[p]):
+                raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
+            conn.send(("pile", int(sizes[p])))
+    finally:
+        os.close(fd)
+
+
+class _OffsetSink:
+    """Writes ordered records at a given offset of an output file (``pwrite``)."""
+
+    def __init__(self, fd: int, offset: int, sep: bytes, name: str) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.sep = sep
+        self.name = name
+
+    def write(self, records: Sequence[bytes]) -> None:
+        for s in range(0, len(records), WRITE_BATCH):
+            data = self.sep.join(records[s : s + WRITE_BATCH])
+            want = len(data) + 1
+            try:
+                done = os.pwritev(self.fd, [data, self.sep], self.offset)
+                if done != want:  # a short write: finish it plainly
+                    rest = (data + self.sep)[done:]
+                    while rest:
+                        n = os.pwrite(self.fd, rest, self.offset + want - len(rest))
+                        rest = rest[n:]
+            except OSError as e:
+                raise os_error(e, self.name, "cannot write") from None
+            self.offset += want
 
 
 def shuffle_lines(lines: Sequence[bytes], seed: int) -> list[bytes]:

@@ -264,6 +264,15 @@ class AtomicOutputs:
         self._open.append((f, comp, tmp, target))
         return _Reporting(comp or f, p)  # type: ignore[return-value]
 
+    def temp_path(self, path: str | os.PathLike[str]) -> str:
+        """The temporary file an opened ``path`` is being written to (for writers in other
+        processes, which write into it with ``pwrite``)."""
+        target = os.path.abspath(os.fspath(path))
+        for _f, _comp, tmp, t in self._open:
+            if t == target:
+                return tmp
+        raise KeyError(path)
+
     def commit(self) -> None:
         """Flush, fsync and rename every output into place."""
         if self._stdout is not None:
