@@ -127,9 +127,11 @@ class Bars:
     no-op. Use as a context manager so the last bar is closed.
     """
 
-    def __init__(self, enabled: bool | None = None, unit: str = "B") -> None:
+    def __init__(
+        self, enabled: bool | None = None, unit: str | Callable[[str], str] = "B"
+    ) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.unit = unit
+        self.unit = unit  # a unit, or phase -> unit (e.g. bytes while reading, steps after)
         self._bar: Any = None
         self._phase: str | None = None
 
@@ -140,7 +142,8 @@ class Bars:
             self.close()
             from tqdm import tqdm
 
-            scale = self.unit == "B"
+            unit = self.unit(phase) if callable(self.unit) else self.unit
+            scale = unit == "B"
             try:
                 width = os.get_terminal_size(sys.stderr.fileno()).columns
             except (OSError, ValueError):
@@ -148,7 +151,7 @@ class Bars:
             self._bar = tqdm(
                 total=total,
                 desc=phase,
-                unit=self.unit,
+                unit=unit,
                 unit_scale=scale,
                 unit_divisor=1024 if scale else 1000,
                 file=sys.stderr,

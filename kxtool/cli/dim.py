@@ -51,22 +51,9 @@ Examples:
 
 def _progress_router() -> tuple[Any, Any]:
     """One progress callback drawing byte phases in bytes and the others in steps."""
-    bytes_bar = Bars(unit="B")
-    steps_bar = Bars(unit="it")
-
-    def progress(phase: str, done: int, total: int | None) -> None:
-        if not phase.startswith(("co-occurrence", "spectrum", "simulation")):  # bytes
-            steps_bar.close()
-            bytes_bar(phase, done, total)
-        else:
-            bytes_bar.close()
-            steps_bar(phase, done, total)
-
-    def close() -> None:
-        bytes_bar.close()
-        steps_bar.close()
-
-    return progress, close
+    steps = ("co-occurrence", "spectrum", "simulation")
+    bars = Bars(unit=lambda phase: "it" if phase.startswith(steps) else "B")
+    return bars, bars.close
 
 
 def _fmt(x: float) -> str:

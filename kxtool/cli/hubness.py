@@ -92,22 +92,8 @@ def _int_option(value: int | None, name: str, lo: int = 1) -> int | None:
 
 def _progress_router() -> tuple[Any, Any]:
     """Byte phases (reading a vectors file) in bytes, the others in steps."""
-    bytes_bar = Bars(unit="B")
-    steps_bar = Bars(unit="it")
-
-    def progress(phase: str, done: int, total: int | None) -> None:
-        if phase.startswith("reading"):
-            steps_bar.close()
-            bytes_bar(phase, done, total)
-        else:
-            bytes_bar.close()
-            steps_bar(phase, done, total)
-
-    def close() -> None:
-        bytes_bar.close()
-        steps_bar.close()
-
-    return progress, close
+    bars = Bars(unit=lambda phase: "B" if phase.startswith("reading") else "it")
+    return bars, bars.close
 
 
 _MEASURE_ROWS = (
