@@ -296,6 +296,8 @@ def wmd_command(
         _report(stats, False, "the score is nan")
         return
 
+    # what the paired, cross and top-k engines all take
+    options = {"metric": metric, "tokenizer": tokenizer, "reg": reg, "jobs": jobs, "stats": stats}
     if top is not None:
         same = a == b and a != "-"
         queries = _read_all(a)
@@ -307,12 +309,8 @@ def wmd_command(
                 corpus,
                 vecs,
                 k=top,
-                metric=metric,
-                tokenizer=tokenizer,
-                reg=reg,
-                jobs=jobs,
                 progress=bars,
-                stats=stats,
+                **options,
             )
             for i, hits in enumerate(rows, 1):
                 if not hits:
@@ -340,12 +338,8 @@ def wmd_command(
                 texts_a,
                 texts_b,
                 vecs,
-                metric=metric,
-                tokenizer=tokenizer,
-                reg=reg,
-                jobs=jobs,
                 progress=bars,
-                stats=stats,
+                **options,
             )
             for i, row in enumerate(rows, 1):
                 vals = [value(float(x)) for x in row]
@@ -367,12 +361,8 @@ def wmd_command(
             ia,
             ib,
             vecs,
-            metric=metric,
-            tokenizer=tokenizer,
-            reg=reg,
-            jobs=jobs,
             progress=bars,
-            stats=stats,
+            **options,
         )
         for i, d in enumerate(scores, 1):
             x = value(d)
