@@ -41,6 +41,7 @@ import numpy as np
 
 from .errors import KxError
 from .progress import Progress
+from .records import gather, record_ends, starts_of
 from .textio import (
     STDIO,
     AtomicOutputs,
@@ -50,21 +51,22 @@ from .textio import (
     format_size,
     free_space,
     input_size,
+    open_filler,
     os_error,
     parse_size,
     preallocate,
-    read_blocks,
     temp_dir,
 )
 
-#: Bytes of memory a record costs beyond its own bytes: the bytes object header (33) rounded up
-#: by the allocator, its list slot (8), its key (8) and the sort arrays (8 + 8 + 8).
-RECORD_OVERHEAD = 96
+#: Bytes of memory a record costs, beyond its own bytes, while a batch or a pile is being
+#: worked on: its offsets, length, key, the sort arrays and the output offsets. The bytes
+#: themselves count twice (the batch and its reordered copy); see :func:`_work_memory`.
+RECORD_WORK = 112
+#: Bytes of memory a record costs, beyond its own bytes, while it waits in memory (its key).
+RECORD_REST = 16
 #: Largest block read from an input at once.
 MAX_BLOCK = 16 << 20
-#: Lines joined and written at once.
-WRITE_BATCH = 32768
-#: Size of the in-memory sub-buckets that keep the final gather cache-friendly.
+#: Size above which a pile is first split into cache-sized buckets before it is ordered.
 CACHE_BUCKET = 64 << 20
 #: Memory a pass-1 batch and a pass-2 pile aim at (see :func:`_work_unit`).
 WORK_UNIT = 16 << 20
@@ -77,11 +79,13 @@ UNKNOWN_SIZE_PILE_BITS = 8
 #: Expansion assumed for compressed inputs when planning piles.
 COMPRESSION_GUESS = 5
 #: Bytes of memory one (run, pile) entry of the pile index takes.
-_INDEX_ENTRY = 24
+_INDEX_ENTRY = 32
 #: Smallest budget accepted.
 MIN_MEMORY = 4 << 10
 #: Disk-space head-room asked for beyond the estimate.
 DISK_SLACK = 16 << 20
+#: Bytes written or read by one system call at most (Linux caps a call at about 2 GiB).
+_IO_STEP = 1 << 30
 
 _M64 = (1 << 64) - 1
 
@@ -166,7 +170,7 @@ def _order(keys: np.ndarray, shift: int) -> np.ndarray:
     return perm
 
 
-def _gather(items: Sequence[bytes], positions: np.ndarray) -> Sequence[bytes]:
+def _gather_items(items: Sequence[bytes], positions: np.ndarray) -> Sequence[bytes]:
     """``[items[p] for p in positions]`` at C speed."""
     if len(positions) == 0:
         return ()
@@ -175,39 +179,67 @@ def _gather(items: Sequence[bytes], positions: np.ndarray) -> Sequence[bytes]:
     return itemgetter(*positions.tolist())(items)
 
 
+def _work_memory(nbytes: int, count: int) -> int:
+    """Memory taken while ``count`` records of ``nbytes`` bytes are keyed, ordered and copied."""
+    return 2 * nbytes + RECORD_WORK * count
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """Write all of ``data`` (bytes-like) at ``offset``; OSError propagates."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done : done + _IO_STEP], offset + done)
+
+
+def _pread_into(fd: int, buf: np.ndarray, offset: int) -> int:
+    """Fill ``buf`` from ``offset``; return the bytes read (fewer only at the end of the
+    file). OSError propagates."""
+    view = memoryview(buf).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done : done + _IO_STEP]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
 # --------------------------------------------------------------------------------------------
 # reading
 
 
 @dataclass
 class _Chunk:
-    """Whole records read from an input: ``head + block[:cut]``, each ending with the separator.
+    """Whole records read from an input, each ending with the separator, in one buffer."""
 
-    ``head`` is the start of a record begun in the previous block; ``block[cut:]`` is the start
-    of the next one (kept by the reader). Keeping the block whole avoids copying it.
-    """
-
-    head: bytes
-    block: bytes
-    cut: int
+    data: np.ndarray  # uint8
     count: int  # records
-    nbytes: int  # bytes, separators included
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
 
     def memory(self) -> int:
-        """Memory the records take once split (see :data:`RECORD_OVERHEAD`)."""
-        return self.nbytes + RECORD_OVERHEAD * self.count
+        """Memory the records take while they wait (their bytes and their keys)."""
+        return self.nbytes + RECORD_REST * self.count
 
-    def records(self, sep: bytes) -> list[bytes]:
-        """The records, separators removed."""
-        parts = self.block.split(sep)
-        parts.pop()  # what follows the last separator belongs to the next chunk
-        if self.head:
-            parts[0] = self.head + parts[0]
-        return parts
+
+def _last_end(buf: np.ndarray, lo: int, hi: int, sep: int) -> int:
+    """One past the last ``sep`` in ``buf[lo:hi]`` (searched backwards), or 0 if none."""
+    width = 4096
+    while hi > lo:
+        a = max(lo, hi - width)
+        found = np.flatnonzero(buf[a:hi] == sep)
+        if len(found):
+            return a + int(found[-1]) + 1
+        hi = a
+        width *= 8
+    return 0
 
 
 class _Reader:
-    """Reads every input once and hands out chunks of whole records."""
+    """Reads every input once, straight into buffers, and hands out chunks of whole records."""
 
     def __init__(
         self,
@@ -221,6 +253,7 @@ class _Reader:
     ) -> None:
         self.inputs = inputs
         self.sep = sep
+        self.sep_byte = sep[0]
         self.header_wanted = header
         self.header: list[bytes] = []
         self.block = max(256, min(MAX_BLOCK, block, max_record))
@@ -237,62 +270,78 @@ class _Reader:
         )
 
     def _raw_chunks(self, path: str) -> Iterator[_Chunk]:
-        sep = self.sep
-        carry: list[bytes] = []  # pieces of a record that spans blocks
-        carry_len = 0
+        sep = self.sep_byte
+        carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
         seen = 0  # records of this input so far
-        for block in read_blocks(path, self.block):
-            self.bytes_read += len(block)
-            if self.progress is not None:
-                self.progress("reading", self.bytes_read, self.total)
-            cut = block.rfind(sep) + 1
-            if cut == 0:
-                carry.append(block)
-                carry_len += len(block)
-                if carry_len > self.max_record:
+        with open_filler(path) as fill:
+            while True:
+                kept = len(carry)
+                buf = np.empty(kept + self.block, dtype=np.uint8)
+                buf[:kept] = carry
+                got = fill(memoryview(buf)[kept:])
+                if got == 0:
+                    break
+                self.bytes_read += got
+                if self.progress is not None:
+                    self.progress("reading", self.bytes_read, self.total)
+                size = kept + got
+                cut = _last_end(buf, kept, size, sep)  # the carried part holds no separator
+                if cut == 0:
+                    carry = buf[:size]
+                    if size > self.max_record:
+                        raise self._too_big(path, seen + 1)
+                    continue
+                if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
                     raise self._too_big(path, seen + 1)
-                continue
-            count = block.count(sep, 0, cut)
-            # blocks are no longer than max_record, so only a record begun in an earlier block
-            # can be too long
-            if carry_len and carry_len + block.index(sep) > self.max_record:
-                raise self._too_big(path, seen + 1)
-            head = b"".join(carry) if carry else b""
-            yield _Chunk(head, block, cut, count, len(head) + cut)
-            seen += count
-            tail = len(block) - cut
-            carry = [block[cut:]] if tail else []
-            carry_len = tail
-            if carry_len > self.max_record:
-                raise self._too_big(path, seen + 1)
-        if carry_len:
-            last = b"".join(carry) + sep
-            yield _Chunk(b"", last, len(last), 1, len(last))
+                data = buf[:cut]
+                count = int(np.count_nonzero(data == sep))
+                yield _Chunk(data, count)
+                seen += count
+                carry = buf[cut:size].copy()
+                del buf, data
+                if len(carry) > self.max_record:
+                    raise self._too_big(path, seen + 1)
+        if len(carry):
+            last = np.empty(len(carry) + 1, dtype=np.uint8)
+            last[:-1] = carry
+            last[-1] = sep
+            yield _Chunk(last, 1)
 
     def _take_header(self, chunk: _Chunk) -> _Chunk | None:
         """Move header records from the start of ``chunk`` to :attr:`header`."""
-        sep = self.sep
-        data = chunk.head + chunk.block[: chunk.cut]
+        take = min(self.header_wanted - len(self.header), chunk.count)
+        ends = record_ends(chunk.data[: _nth_end(chunk.data, self.sep_byte, take)], self.sep_byte)
         start = 0
-        while len(self.header) < self.header_wanted and start < len(data):
-            end = data.index(sep, start)
-            self.header.append(data[start:end])
-            start = end + 1
-        rest = data[start:]
-        if not rest:
+        for end in ends.tolist():
+            self.header.append(chunk.data[start : end - 1].tobytes())
+            start = end
+        if take == chunk.count:
             return None
-        return _Chunk(b"", rest, len(rest), rest.count(sep), len(rest))
+        return _Chunk(chunk.data[start:], chunk.count - take)
 
     def chunks(self) -> Iterator[_Chunk]:
         """Chunks of whole records over all inputs, the header records taken out."""
         for idx, path in enumerate(self.inputs):
             for chunk in self._raw_chunks(path):
                 if idx == 0 and len(self.header) < self.header_wanted:
-                    chunk = self._take_header(chunk)
-                    if chunk is None:
+                    taken = self._take_header(chunk)
+                    if taken is None:
                         continue
+                    chunk = taken
                 self.records += chunk.count
                 yield chunk
+
+
+def _nth_end(data: np.ndarray, sep: int, n: int) -> int:
+    """One past the ``n``-th separator of ``data`` (which has at least ``n``)."""
+    if n <= 0:
+        return 0
+    hi = 4096
+    while True:
+        found = np.flatnonzero(data[:hi] == sep)
+        if len(found) >= n or hi >= len(data):
+            return int(found[n - 1]) + 1
+        hi *= 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,37 +349,41 @@ class _Reader:
 
 
 class _Runs:
-    """Runs, each holding one batch grouped into ``2**bits`` piles by key bits.
-
-    A process appends its runs one after the other to a single temporary file (so one file is
-    open however many runs and piles there are); :meth:`adopt` adds the runs other processes
-    wrote, so that pass 2 can read every pile from all of them.
+    """Runs, each holding one batch of records grouped into ``2**bits`` piles by key bits.
 
     Pile ``p`` of a run holds the records whose key bits ``[shift, shift+bits)`` (counting from
-    the top) equal ``p``: first their keys (uint64, native order), then their bytes, each record
-    followed by the separator.
+    the top) equal ``p``. A run is stored as the keys of all its records (uint64, native
+    order, grouped by pile) followed by their bytes (grouped alike, each record followed by
+    the separator).
+
+    With a ``directory`` a process appends its runs one after the other to a single temporary
+    file (so one file is open however many runs and piles there are); :meth:`adopt` adds the
+    runs other processes wrote, so that pass 2 can read every pile from all of them. Without
+    one, runs stay in memory (an input that fits is ordered that way, in one pass).
     """
 
-    def __init__(self, directory: str, sep: bytes, shift: int, bits: int, name: str) -> None:
-        self.path = os.path.join(directory, f"{name}.runs")
+    def __init__(self, directory: str | None, sep: bytes, shift: int, bits: int, name: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, f"{name}.runs") if directory is not None else ""
         self.sep = sep
         self.shift = shift
         self.bits = bits
         self.piles = 1 << bits
         self.name = name
-        self.directory = directory
-        self.file: BinaryIO | None = None
+        self.fd: int | None = None
         self.end = 0
-        self.files: list[str] = [self.path]
+        self.files: list[str] = [self.path] if directory is not None else []
         self.run_file: list[int] = []  # per run: its file, an index into files
-        self.offsets: list[np.ndarray] = []  # per run: byte offset of each pile
         self.counts: list[np.ndarray] = []  # per run: records in each pile
         self.sizes: list[np.ndarray] = []  # per run: data bytes of each pile
+        self.key_offsets: list[np.ndarray] = []  # per run: where each pile's keys start
+        self.data_offsets: list[np.ndarray] = []  # per run: where each pile's bytes start
+        self.memory: list[tuple[np.ndarray, np.ndarray]] = []  # per run in memory: keys, data
         self._fds: dict[int, int] = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["file"] = None
+        state["fd"] = None
         state["_fds"] = {}
         return state
 
@@ -338,60 +391,75 @@ class _Runs:
     def runs(self) -> int:
         return len(self.counts)
 
+    @property
+    def in_memory(self) -> bool:
+        return self.directory is None
+
     def pile_of(self, keys: np.ndarray) -> np.ndarray:
         x = keys << np.uint64(self.shift) if self.shift else keys
         return (x >> np.uint64(64 - self.bits)).astype(np.uint32 if self.bits > 16 else np.uint16)
 
-    def spill(self, lines: Sequence[bytes], keys: np.ndarray, nbytes: int) -> None:
-        """Append one run: ``lines`` (``nbytes`` with terminators) with their ``keys``, grouped
-        by pile."""
-        n = len(lines)
-        piles = self.pile_of(keys)
-        order = np.argsort(piles, kind="stable")
-        counts = np.bincount(piles, minlength=self.piles).astype(np.int64)
-        del piles
-        grouped = _gather(lines, order)
-        gkeys = keys[order]
-        del order
-        bounds = np.zeros(self.piles + 1, dtype=np.int64)
-        np.cumsum(counts, out=bounds[1:])
-        offsets = np.zeros(self.piles, dtype=np.int64)
-        sizes = np.zeros(self.piles, dtype=np.int64)
-        sep = self.sep
-        try:
-            if self.file is None:
-                self.file = open(self.path, "w+b", buffering=1 << 20)  # noqa: SIM115
-            f = self.file
-            f.seek(self.end)
-            preallocate(f.fileno(), 8 * n + nbytes, self.path, self.end)
-            pos = self.end
-            for p in np.flatnonzero(counts).tolist():
-                a, b = int(bounds[p]), int(bounds[p + 1])
-                offsets[p] = pos
-                kb = gkeys[a:b].tobytes()
-                f.write(kb)
-                size = _write_records(f, grouped, sep, a, b)
-                sizes[p] = size
-                pos += len(kb) + size
-            f.flush()
-        except OSError as e:
-            raise os_error(e, self.path, "cannot write temporary file") from None
-        assert int(bounds[-1]) == n
-        self.end = pos
-        self.run_file.append(0)
-        self.offsets.append(offsets)
+    def spill(self, data: np.ndarray, keys: np.ndarray) -> None:
+        """Add one run: the records of ``data`` (whole records, separators included) with
+        their ``keys``, grouped by pile."""
+        n = len(keys)
+        if self.piles == 1:
+            counts = np.array([n], dtype=np.int64)
+            sizes = np.array([len(data)], dtype=np.int64)
+            gkeys, grouped = keys, data
+        else:
+            ends = record_ends(data, self.sep[0])
+            if len(ends) != n or (n and ends[-1] != len(data)):
+                raise KxError("internal error: a batch does not hold whole records")
+            starts = starts_of(ends)
+            lengths = ends - starts
+            del ends
+            piles = self.pile_of(keys)
+            order = np.argsort(piles, kind="stable")
+            counts = np.bincount(piles, minlength=self.piles).astype(np.int64)
+            sizes = np.bincount(piles, weights=lengths, minlength=self.piles).astype(np.int64)
+            del piles
+            grouped = gather(data, starts, lengths, order)
+            del starts, lengths
+            gkeys = keys[order]
+            del order
+        key_offsets = np.zeros(self.piles, dtype=np.int64)
+        np.cumsum(counts[:-1] * 8, out=key_offsets[1:])
+        data_offsets = np.zeros(self.piles, dtype=np.int64)
+        np.cumsum(sizes[:-1], out=data_offsets[1:])
+        if self.directory is None:
+            self.memory.append((gkeys, grouped))
+            self.run_file.append(-1)
+        else:
+            base = self.end
+            try:
+                if self.fd is None:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                preallocate(self.fd, 8 * n + len(grouped), self.path, base)
+                _pwrite_all(self.fd, gkeys, base)
+                _pwrite_all(self.fd, grouped, base + 8 * n)
+            except OSError as e:
+                raise os_error(e, self.path, "cannot write temporary file") from None
+            self.end = base + 8 * n + len(grouped)
+            key_offsets += base
+            data_offsets += base + 8 * n
+            self.run_file.append(0)
         self.counts.append(counts)
         self.sizes.append(sizes)
+        self.key_offsets.append(key_offsets)
+        self.data_offsets.append(data_offsets)
 
     def adopt(self, other: _Runs) -> None:
         """Add the runs of ``other`` (same piles), written by another process."""
         assert other.piles == self.piles and other.shift == self.shift
+        assert not self.in_memory and not other.in_memory
         base = len(self.files)
         self.files.extend(other.files)
         self.run_file.extend(base + i for i in other.run_file)
-        self.offsets.extend(other.offsets)
         self.counts.extend(other.counts)
         self.sizes.extend(other.sizes)
+        self.key_offsets.extend(other.key_offsets)
+        self.data_offsets.extend(other.data_offsets)
 
     def index_bytes(self) -> int:
         """Memory taken by the pile index."""
@@ -405,8 +473,8 @@ class _Runs:
         return np.sum(self.counts, axis=0), np.sum(self.sizes, axis=0)
 
     def _fd(self, i: int) -> int:
-        if i == 0 and self.file is not None:
-            return self.file.fileno()
+        if i == 0 and self.fd is not None:
+            return self.fd
         fd = self._fds.get(i)
         if fd is None:
             try:
@@ -416,55 +484,71 @@ class _Runs:
             self._fds[i] = fd
         return fd
 
-    def segments(self, p: int) -> Iterator[tuple[list[bytes], np.ndarray]]:
-        """The records and keys of pile ``p``, one run at a time."""
-        sep = self.sep
-        for r in range(self.runs):
-            n = int(self.counts[r][p])
-            if n == 0:
-                continue
-            size = int(self.sizes[r][p])
-            pos = int(self.offsets[r][p])
-            path = self.files[self.run_file[r]]
-            lines: list[bytes] = []
-            try:
-                fd = self._fd(self.run_file[r])
-                kb = os.pread(fd, 8 * n, pos)
-                pos += len(kb)
-                carry = b""
-                left = size
-                while left > 0:  # in blocks, so that no second copy of a segment is held
-                    block = os.pread(fd, min(left, MAX_BLOCK), pos)
-                    if not block:
-                        break
-                    left -= len(block)
-                    pos += len(block)
-                    parts = block.split(sep)
-                    if carry:
-                        parts[0] = carry + parts[0]
-                    carry = parts.pop()
-                    lines.extend(parts)
-                    del parts, block
-            except OSError as e:
-                raise os_error(e, path, "cannot read temporary file") from None
-            if len(kb) != 8 * n or left != 0 or carry or len(lines) != n:
-                raise KxError(f"temporary file {path!r} was truncated or changed during the run")
-            yield lines, np.frombuffer(kb, dtype=np.uint64)
+    def pile_parts(self, p: int, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The bytes and keys of pile ``p``, in parts of whole runs' segments of about
+        ``limit`` bytes at most (a single segment may be larger)."""
+        segments = [
+            (r, int(self.counts[r][p]), int(self.sizes[r][p]))
+            for r in range(self.runs)
+            if self.counts[r][p]
+        ]
+        i = 0
+        while i < len(segments):
+            j, size = i + 1, segments[i][2]
+            while j < len(segments) and size + segments[j][2] <= limit:
+                size += segments[j][2]
+                j += 1
+            yield self._read(p, segments[i:j], size)
+            i = j
+
+    def _read(
+        self, p: int, segments: list[tuple[int, int, int]], size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.in_memory and len(segments) == 1:
+            r, n, nbytes = segments[0]
+            keys, data = self.memory[r]
+            k, d = int(self.key_offsets[r][p]) // 8, int(self.data_offsets[r][p])
+            return data[d : d + nbytes], keys[k : k + n]
+        data = np.empty(size, dtype=np.uint8)
+        keys = np.empty(sum(n for _r, n, _s in segments), dtype=np.uint64)
+        at = kat = 0
+        for r, n, nbytes in segments:
+            k, d = int(self.key_offsets[r][p]), int(self.data_offsets[r][p])
+            if self.in_memory:
+                run_keys, run_data = self.memory[r]
+                keys[kat : kat + n] = run_keys[k // 8 : k // 8 + n]
+                data[at : at + nbytes] = run_data[d : d + nbytes]
+            else:
+                path = self.files[self.run_file[r]]
+                try:
+                    fd = self._fd(self.run_file[r])
+                    got_keys = _pread_into(fd, keys[kat : kat + n], k)
+                    got = _pread_into(fd, data[at : at + nbytes], d)
+                except OSError as e:
+                    raise os_error(e, path, "cannot read temporary file") from None
+                if got_keys != 8 * n or got != nbytes:
+                    raise KxError(
+                        f"temporary file {path!r} was truncated or changed during the run"
+                    )
+            at += nbytes
+            kat += n
+        return data, keys
 
     def close(self) -> None:
         """Close every file (the runs stay on disk)."""
-        if self.file is not None:
+        if self.fd is not None:
             with contextlib.suppress(OSError):
-                self.file.close()
-            self.file = None
+                os.close(self.fd)
+            self.fd = None
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
 
     def remove(self) -> None:
-        """Close and delete every file."""
+        """Close and delete every file (or let go of the runs in memory)."""
         self.close()
+        self.memory = []
         for path in self.files:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -472,21 +556,6 @@ class _Runs:
 
 # --------------------------------------------------------------------------------------------
 # writing
-
-
-def _write_records(
-    f: BinaryIO, records: Sequence[bytes], sep: bytes, start: int = 0, stop: int | None = None
-) -> int:
-    """Write ``records[start:stop]``, each followed by ``sep``, in bounded chunks; return the
-    bytes written."""
-    stop = len(records) if stop is None else stop
-    written = 0
-    for s in range(start, stop, WRITE_BATCH):
-        data = sep.join(records[s : min(stop, s + WRITE_BATCH)])
-        f.write(data)
-        f.write(sep)
-        written += len(data) + 1
-    return written
 
 
 class _Writer:
@@ -533,20 +602,28 @@ class _Writer:
         if self.header:
             self.file.write(self.header)
 
-    def write(self, records: Sequence[bytes]) -> None:
-        sep = self.sep
-        i = 0
-        n = len(records)
-        while i < n:
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        """Write ``data``: whole records, each with its separator (``lengths``, when given,
+        are their lengths; they are found when a shard boundary falls inside)."""
+        count = len(lengths) if lengths is not None else int(np.count_nonzero(data == self.sep[0]))
+        i = pos = 0
+        while i < count:
             while self.file is None or self.done >= self.bounds[self.shard + 1]:
                 self._open_next()
             room = self.bounds[self.shard + 1] - self.done
-            stop = min(n, i + room)
-            self.written_bytes += _write_records(self.file, records, sep, i, stop)
-            self.done += stop - i
-            i = stop
-            if self.progress is not None:
-                self.progress("writing", self.written_bytes, self.total_bytes)
+            if count - i <= room:
+                cut, took = len(data), count - i
+            else:  # a shard ends inside (rare)
+                if lengths is None:
+                    lengths = np.diff(record_ends(data, self.sep[0]), prepend=0)
+                cut, took = pos + int(lengths[i : i + room].sum()), room
+            self.file.write(memoryview(data[pos:cut]))
+            self.written_bytes += cut - pos
+            self.done += took
+            i += took
+            pos = cut
+        if self.progress is not None:
+            self.progress("writing", self.written_bytes, self.total_bytes)
 
     def direct_target(self) -> tuple[str, int] | None:
         """For workers writing in place: the temporary file of a single plain output and the
@@ -571,31 +648,6 @@ class _Writer:
         self.file.seek(len(self.header) + nbytes)
         self.done = self.bounds[-1]
 
-    def write_joined(self, data: bytes, count: int) -> None:
-        """Write ``count`` records joined by the separator (without the final one)."""
-        sep = self.sep
-        while count:
-            while self.file is None or self.done >= self.bounds[self.shard + 1]:
-                self._open_next()
-            room = self.bounds[self.shard + 1] - self.done
-            if count <= room:
-                self.file.write(data)
-                self.file.write(sep)
-                self.written_bytes += len(data) + 1
-                self.done += count
-                count = 0
-            else:  # a shard ends inside this chunk (rare): cut after `room` records
-                cut = -1
-                for _ in range(room):
-                    cut = data.index(sep, cut + 1)
-                self.file.write(data[: cut + 1])
-                self.written_bytes += cut + 1
-                self.done += room
-                data = data[cut + 1 :]
-                count -= room
-        if self.progress is not None:
-            self.progress("writing", self.written_bytes, self.total_bytes)
-
     def finish(self) -> list[str]:
         """Open any output not yet opened (empty shards, empty input) and return all paths."""
         target = len(self.bounds) - 1
@@ -604,39 +656,56 @@ class _Writer:
         return self.paths
 
 
+class _Sink:
+    """Where ordered records go: :class:`_Writer`, :class:`_PipeSink` or
+    :class:`_OffsetSink`."""
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None: ...
+
+
 def _emit_ordered(
-    lines: Sequence[bytes], keys: np.ndarray, nbytes: int, shift: int, writer: _Writer | _PipeSink
+    data: np.ndarray, keys: np.ndarray, shift: int, sep: int, sink: _Sink | _Writer
 ) -> None:
-    """Write ``lines`` in increasing key order, where every key shares its top ``shift`` bits.
+    """Write the records of ``data`` in increasing key order, where every key shares its top
+    ``shift`` bits.
 
     A large set is first split into cache-sized buckets by the next key bits (a counting sort,
     which keeps memory access sequential); each bucket is then ordered and written.
     """
-    n = len(lines)
+    n = len(keys)
     if n == 0:
         return
+    ends = record_ends(data, sep)
+    if len(ends) != n or ends[-1] != len(data):
+        raise KxError("a temporary file was truncated or changed during the run")
+    starts = starts_of(ends)
+    lengths = ends - starts
+    del ends
     bits = 0
-    if nbytes > CACHE_BUCKET and shift < 48:
-        bits = min(12, max(1, math.ceil(math.log2(nbytes / CACHE_BUCKET))))
+    if len(data) > CACHE_BUCKET and shift < 48:
+        bits = min(12, max(1, math.ceil(math.log2(len(data) / CACHE_BUCKET))))
     if bits == 0:
-        writer.write(_gather(lines, _order(keys, shift)))
+        perm = _order(keys, shift)
+        out = gather(data, starts, lengths, perm)
+        sink.write(out, lengths[perm])
         return
     x = keys << np.uint64(shift) if shift else keys
     bucket = (x >> np.uint64(64 - bits)).astype(np.uint16)
     del x
     order = np.argsort(bucket, kind="stable")
     counts = np.bincount(bucket, minlength=1 << bits)
+    sizes = np.bincount(bucket, weights=lengths, minlength=1 << bits).astype(np.int64)
     del bucket
-    grouped = _gather(lines, order)
+    grouped = gather(data, starts, lengths, order)
+    del starts, lengths
     gkeys = keys[order]
     del order
-    a = 0
-    for c in counts.tolist():
+    a = at = 0
+    for c, size in zip(counts.tolist(), sizes.tolist(), strict=True):
         if c:
-            b = a + c
-            part = gkeys[a:b]
-            writer.write(_gather(grouped[a:b], _order(part, shift + bits)))
-            a = b
+            _emit_ordered(grouped[at : at + size], gkeys[a : a + c], shift + bits, sep, sink)
+            a += c
+            at += size
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,6 +750,30 @@ def _tune_allocator() -> None:
         libc.mallopt(m_trim_threshold, 512 << 20)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """Stop numpy from asking for transparent huge pages while the shuffle runs.
+
+    numpy advises the kernel to back every large array with huge pages; the shuffle allocates
+    and frees tens of megabytes over and over, and where the kernel compacts memory to find
+    huge pages on demand that doubled the system time (measured: 2.6 s against 0.9 s on a
+    500 MB input).
+    """
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # pragma: no cover - numpy < 2
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            yield
+            return
+    previous = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(previous)
 
 
 def _validate_output(output: str, shards: int | None, inputs: Sequence[str]) -> None:
@@ -771,7 +864,7 @@ def shuffle_files(
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
-    with tmp_ctx, AtomicOutputs() as outs:
+    with _small_pages(), tmp_ctx, AtomicOutputs() as outs:
         # read until the input ends or clearly will not fit in memory
         chunks = reader.chunks()
         held: list[_Chunk] = []
@@ -789,17 +882,22 @@ def shuffle_files(
                 break
 
         if fits:
-            lines: list[bytes] = []
-            for chunk in held:
-                lines.extend(chunk.records(sep))
-                chunk.block = chunk.head = b""
-            del held
-            writer = _Writer(
-                outs, output, shards, len(lines), reader.header, sep, progress, held_bytes
-            )
-            keys = record_keys(seed, 0, len(lines))
-            _emit_ordered(lines, keys, held_bytes, 0, writer)
-            del lines, keys
+            # one pass in memory: the batches are grouped into cache-sized piles as they are
+            # keyed, then each pile is ordered and written
+            bits = 0
+            if held_bytes > unit * PILE_SHARE:
+                bits = min(16, math.ceil(math.log2(held_bytes / (unit * PILE_SHARE))))
+            runs = _Runs(None, sep, 0, bits, "memory")
+            start = 0
+            held.reverse()
+            while held:
+                chunk = held.pop()
+                runs.spill(chunk.data, record_keys(seed, start, chunk.count))
+                start += chunk.count
+                del chunk
+            writer = _Writer(outs, output, shards, start, reader.header, sep, progress, held_bytes)
+            _drain(runs, budget, writer)
+            runs.remove()
             return ShuffleResult(
                 seed,
                 reader.records,
@@ -832,7 +930,7 @@ def shuffle_files(
         else:
             runs = _Runs(directory, sep, 0, bits, "run")
             tmp_ctx.callback(runs.remove)
-            _pass1(runs, stream, seed, unit, sep, space)
+            _pass1(runs, stream, seed, unit, space)
         del held, stream
         counts, data_sizes = runs.pile_totals()
         total = int(counts.sum())
@@ -875,16 +973,14 @@ def _chain(held: list[_Chunk], rest: Iterator[_Chunk]) -> Iterator[_Chunk]:
     yield from rest
 
 
-def _pass1(
-    runs: _Runs, chunks: Iterator[_Chunk], seed: int, unit: int, sep: bytes, space: str | None
-) -> None:
-    """Pass 1 in this process: split the chunks into records, key them and spill them."""
+def _pass1(runs: _Runs, chunks: Iterator[_Chunk], seed: int, unit: int, space: str | None) -> None:
+    """Pass 1 in this process: key the chunks' records and spill them."""
     spiller = _Spiller(runs, unit)
     start = 0
     for chunk in chunks:
         if space is not None:
             _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")
-        spiller.add(chunk.records(sep), record_keys(seed, start, chunk.count), chunk.nbytes)
+        spiller.add(chunk.data, record_keys(seed, start, chunk.count))
         start += chunk.count
     spiller.flush()
 
@@ -963,8 +1059,7 @@ class _Pool:
             conn = self.workers[w][1]
             try:
                 conn.send(("chunk", start, chunk.count, chunk.nbytes))
-                conn.send_bytes(chunk.head)
-                conn.send_bytes(chunk.block, 0, chunk.cut)
+                conn.send_bytes(chunk.data)
             except OSError:
                 raise self._failed(w) from None
             start += chunk.count
@@ -1021,8 +1116,7 @@ class _Pool:
                 msg = self._recv(w)
                 if msg[0] == "pile":
                     break
-                data = conn.recv_bytes()
-                writer.write_joined(data, msg[1])
+                writer.write(np.frombuffer(conn.recv_bytes(), dtype=np.uint8))
         for w in range(jobs):
             self._recv(w)  # ("done",)
 
@@ -1078,7 +1172,7 @@ def _pile_bits_for(known_total: int | None, per_byte: float, unit: int) -> int:
 
 
 def _drain(
-    runs: _Runs, budget: int, sink: _Writer | _PipeSink, piles: Iterable[int] | None = None
+    runs: _Runs, budget: int, sink: _Sink | _Writer, piles: Iterable[int] | None = None
 ) -> None:
     """Pass 2: write the piles of ``runs`` (all, or ``piles``, in that order) in key order."""
     counts, sizes = runs.pile_totals()
@@ -1090,25 +1184,21 @@ def _drain(
 
 
 def _drain_pile(
-    runs: _Runs, p: int, n: int, nbytes: int, budget: int, sink: _Writer | _PipeSink
+    runs: _Runs, p: int, n: int, nbytes: int, budget: int, sink: _Sink | _Writer
 ) -> None:
     shift = runs.shift + runs.bits
-    need = nbytes + RECORD_OVERHEAD * n
-    if need <= 0.6 * budget or shift >= 56:
-        lines: list[bytes] = []
-        keys: list[np.ndarray] = []
-        for seg_lines, seg_keys in runs.segments(p):
-            lines.extend(seg_lines)
-            keys.append(seg_keys)
-        _emit_ordered(lines, np.concatenate(keys), nbytes, shift, sink)
+    if _work_memory(nbytes, n) <= 0.6 * budget or shift >= 56:
+        for data, keys in runs.pile_parts(p, nbytes):  # one part: the whole pile
+            _emit_ordered(data, keys, shift, runs.sep[0], sink)
         return
     # too big for memory: scatter this pile again by the next key bits
+    need = _work_memory(nbytes, n)
     bits = min(16, max(1, math.ceil(math.log2(need / (0.5 * budget)))))
     sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
     try:
         spiller = _Spiller(sub, budget // 2)
-        for seg_lines, seg_keys in runs.segments(p):
-            spiller.add(seg_lines, seg_keys, sum(map(len, seg_lines)) + len(seg_lines))
+        for data, keys in runs.pile_parts(p, max(1, budget // 8)):
+            spiller.add(data, keys)
         spiller.flush()
         _drain(sub, budget, sink)
     finally:
@@ -1116,41 +1206,40 @@ def _drain_pile(
 
 
 class _Spiller:
-    """Collects records and their keys into runs of about ``unit`` bytes of memory."""
+    """Collects batches of records and their keys into runs of about ``unit`` bytes of work
+    memory."""
 
     def __init__(self, runs: _Runs, unit: int) -> None:
         self.runs = runs
         self.unit = unit
-        self.lines: list[bytes] = []
+        self.data: list[np.ndarray] = []
         self.keys: list[np.ndarray] = []
-        self.nbytes = 0
+        self.memory = 0
 
-    def add(self, lines: list[bytes], keys: np.ndarray, nbytes: int) -> None:
-        self.lines.extend(lines)
+    def add(self, data: np.ndarray, keys: np.ndarray) -> None:
+        self.data.append(data)
         self.keys.append(keys)
-        self.nbytes += nbytes
-        if self.nbytes + RECORD_OVERHEAD * len(self.lines) >= self.unit:
+        self.memory += _work_memory(len(data), len(keys))
+        if self.memory >= self.unit:
             self.flush()
 
     def flush(self) -> None:
-        if self.lines:
-            keys = self.keys[0] if len(self.keys) == 1 else np.concatenate(self.keys)
-            self.runs.spill(self.lines, keys, self.nbytes)
-        self.lines, self.keys, self.nbytes = [], [], 0
+        if len(self.data) == 1:
+            self.runs.spill(self.data[0], self.keys[0])
+        elif self.data:
+            self.runs.spill(np.concatenate(self.data), np.concatenate(self.keys))
+        self.data, self.keys, self.memory = [], [], 0
 
 
-class _PipeSink:
-    """Pass 2 in a worker: ordered records go to the main process in joined chunks."""
+class _PipeSink(_Sink):
+    """Pass 2 in a worker: ordered records go to the main process."""
 
-    def __init__(self, conn: Connection, sep: bytes) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.sep = sep
 
-    def write(self, records: Sequence[bytes]) -> None:
-        for s in range(0, len(records), WRITE_BATCH):
-            part = records[s : s + WRITE_BATCH]
-            self.conn.send(("chunk", len(part)))
-            self.conn.send_bytes(self.sep.join(part))
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.conn.send(("chunk",))
+        self.conn.send_bytes(data)
 
     def end_pile(self) -> None:
         self.conn.send(("pile",))
@@ -1172,7 +1261,7 @@ def _worker(
     conn: Connection, name: str, directory: str, sep: bytes, bits: int, seed: int, unit: int
 ) -> None:
     """A worker process: pass 1 spills the chunks it is sent; pass 2 orders the piles it is
-    given and sends them back in order."""
+    given and writes them into the output or sends them back in order."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides and cleans up
@@ -1185,15 +1274,11 @@ def _worker(
             kind = msg[0]
             if kind == "chunk":
                 _, start, count, nbytes = msg
-                head = conn.recv_bytes()
-                body = conn.recv_bytes()
-                lines = body.split(sep)
-                del body
-                lines.pop()
-                if head:
-                    lines[0] = head + lines[0]
-                spiller.add(lines, record_keys(seed, start, count), nbytes)
-                del lines, head
+                data = np.empty(nbytes, dtype=np.uint8)
+                if conn.recv_bytes_into(data) != nbytes:
+                    raise KxError("internal error: a chunk arrived incomplete")
+                spiller.add(data, record_keys(seed, start, count))
+                del data
                 conn.send(("ready",))
             elif kind == "end":
                 spiller.flush()
@@ -1201,12 +1286,12 @@ def _worker(
                 conn.send(("runs", runs))
             elif kind == "drain":
                 _, merged, piles, budget = msg
-                _drain(merged, budget, _PipeSink(conn, sep), piles)
+                _drain(merged, budget, _PipeSink(conn), piles)
                 merged.close()
                 conn.send(("done",))
             elif kind == "drain_to":
                 _, merged, piles, offsets, budget, path = msg
-                _drain_to_file(merged, piles, offsets, budget, path, sep, conn)
+                _drain_to_file(merged, piles, offsets, budget, path, conn)
                 merged.close()
                 conn.send(("done",))
             else:
@@ -1227,7 +1312,6 @@ def _drain_to_file(
     offsets: Sequence[int],
     budget: int,
     path: str,
-    sep: bytes,
     conn: Connection,
 ) -> None:
     """Pass 2 in a worker, writing each pile straight into the output at its offset."""
@@ -1238,7 +1322,7 @@ def _drain_to_file(
         raise os_error(e, path, "cannot write") from None
     try:
         for p, offset in zip(piles, offsets, strict=True):
-            sink = _OffsetSink(fd, offset, sep, path)
+            sink = _OffsetSink(fd, offset, path)
             _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
             if sink.offset != offset + int(sizes[p]):
                 raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
@@ -1247,32 +1331,23 @@ def _drain_to_file(
         os.close(fd)
 
 
-class _OffsetSink:
+class _OffsetSink(_Sink):
     """Writes ordered records at a given offset of an output file (``pwrite``)."""
 
-    def __init__(self, fd: int, offset: int, sep: bytes, name: str) -> None:
+    def __init__(self, fd: int, offset: int, name: str) -> None:
         self.fd = fd
         self.offset = offset
-        self.sep = sep
         self.name = name
 
-    def write(self, records: Sequence[bytes]) -> None:
-        for s in range(0, len(records), WRITE_BATCH):
-            data = self.sep.join(records[s : s + WRITE_BATCH])
-            want = len(data) + 1
-            try:
-                done = os.pwritev(self.fd, [data, self.sep], self.offset)
-                if done != want:  # a short write: finish it plainly
-                    rest = (data + self.sep)[done:]
-                    while rest:
-                        n = os.pwrite(self.fd, rest, self.offset + want - len(rest))
-                        rest = rest[n:]
-            except OSError as e:
-                raise os_error(e, self.name, "cannot write") from None
-            self.offset += want
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        try:
+            _pwrite_all(self.fd, data, self.offset)
+        except OSError as e:
+            raise os_error(e, self.name, "cannot write") from None
+        self.offset += len(data)
 
 
 def shuffle_lines(lines: Sequence[bytes], seed: int) -> list[bytes]:
     """The order :func:`shuffle_files` puts ``lines`` in for ``seed`` (for small in-memory use)."""
     perm = _order(record_keys(seed, 0, len(lines)), 0)
-    return list(_gather(lines, perm))
+    return list(_gather_items(lines, perm))

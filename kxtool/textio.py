@@ -21,7 +21,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from .errors import KxError
@@ -128,6 +128,15 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raw.close()
 
 
+def _read_error(e: BaseException, path: str | os.PathLike[str]) -> KxError:
+    """The :class:`KxError` for an error raised while reading ``path``."""
+    if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile) and e.errno:
+        return os_error(e, path, "cannot read")
+    return KxError(
+        f"cannot read {display_name(path)!r}: corrupt or truncated compressed data ({e})"
+    )
+
+
 def read_blocks(path: str | os.PathLike[str], block_size: int = 16 << 20) -> Iterator[bytes]:
     """Yield the (decompressed) bytes of ``path`` in blocks of about ``block_size`` bytes.
 
@@ -138,15 +147,33 @@ def read_blocks(path: str | os.PathLike[str], block_size: int = 16 << 20) -> Ite
             try:
                 block = f.read(block_size)
             except _DECOMPRESS_ERRORS as e:
-                if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile) and e.errno:
-                    raise os_error(e, path, "cannot read") from None
-                raise KxError(
-                    f"cannot read {display_name(path)!r}: corrupt or truncated compressed data"
-                    f" ({e})"
-                ) from None
+                raise _read_error(e, path) from None
             if not block:
                 return
             yield block
+
+
+@contextlib.contextmanager
+def open_filler(path: str | os.PathLike[str]) -> Iterator[Callable[[memoryview], int]]:
+    """Open ``path`` like :func:`open_input` and yield ``fill(view)``, which reads
+    (decompressed) bytes straight into ``view`` until it is full or the input ends and returns
+    how many it read. Read errors become :class:`KxError` as in :func:`read_blocks`."""
+    with open_input(path) as f:
+
+        def fill(view: memoryview) -> int:
+            done = 0
+            want = len(view)
+            try:
+                while done < want:
+                    got = f.readinto(view[done:])  # type: ignore[attr-defined]
+                    if not got:
+                        break
+                    done += got
+            except _DECOMPRESS_ERRORS as e:
+                raise _read_error(e, path) from None
+            return done
+
+        yield fill
 
 
 def input_size(path: str | os.PathLike[str]) -> int | None:

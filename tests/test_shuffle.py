@@ -140,7 +140,7 @@ def _chi2_sf(x: float, dof: int) -> float:
 
 def test_uniform_over_all_orders_with_several_piles(tmp_path):
     # five long lines and a 4K budget: two runs and several piles every time
-    lines = [bytes([65 + i]) * 600 for i in range(5)]
+    lines = [bytes([65 + i]) * 800 for i in range(5)]
     p = write(tmp_path / "five.txt", b"".join(x + b"\n" for x in lines))
     out = tmp_path / "o.txt"
     counts: Counter = Counter()
@@ -156,8 +156,9 @@ def test_uniform_over_all_orders_with_several_piles(tmp_path):
 
 
 def test_first_two_outputs_come_from_the_same_pile_as_often_as_uniform(tmp_path):
-    # 12 lines read as 3 batches of 4: a uniform permutation puts the first two outputs in the
-    # same batch with probability 3 * (4/12) * (3/11) = 3/11; a round-robin merge never does.
+    # 12 lines in 3 groups of 4, read as several batches: a uniform permutation puts the first
+    # two outputs in the same group with probability 3 * (4/12) * (3/11) = 3/11; a round-robin
+    # merge of shuffled batches of up to 4 lines never does.
     lines = [b"%02d" % i + b"x" * 500 for i in range(12)]
     p = write(tmp_path / "twelve.txt", b"".join(x + b"\n" for x in lines))
     out = tmp_path / "o.txt"
@@ -167,7 +168,7 @@ def test_first_two_outputs_come_from_the_same_pile_as_often_as_uniform(tmp_path)
         res = shuffle_files([p], str(out), memory="4K", seed=seed, tmp_dir=tmp_path, jobs=1)
         first, second = records(out.read_bytes())[:2]
         same += int(first[:2]) // 4 == int(second[:2]) // 4
-    assert not res.in_memory and res.runs == 3
+    assert not res.in_memory and res.runs >= 3
     p0 = 3 / 11
     z = (same - trials * p0) / math.sqrt(trials * p0 * (1 - p0))
     assert abs(z) < 4, (same, trials * p0)
@@ -440,11 +441,11 @@ def test_disk_full_mid_run_leaves_inputs_and_output_untouched(tmp_path, corpus, 
     real_spill = sh._Runs.spill
     calls = {"n": 0}
 
-    def failing_spill(self, lines, keys, nbytes):
+    def failing_spill(self, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), "run")
-        return real_spill(self, lines, keys, nbytes)
+        return real_spill(self, *args)
 
     monkeypatch.setattr(sh._Runs, "spill", failing_spill)
     with pytest.raises(KxError, match="no space left"):
@@ -460,8 +461,8 @@ def test_output_write_error_leaves_no_temporary_file(tmp_path, corpus, monkeypat
     out = tmp_path / "out.txt"
     real = sh._Writer.write
 
-    def failing(self, recs):
-        real(self, recs)
+    def failing(self, *args):
+        real(self, *args)
         raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), str(out))
 
     monkeypatch.setattr(sh._Writer, "write", failing)
