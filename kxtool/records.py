@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["record_ends", "starts_of", "gather"]
+__all__ = ["record_ends", "starts_of", "gather", "aligned_empty"]
 
 #: Bytes a sub-batch of the fixed-width copy aims at (its temporary stays in cache).
 _BATCH_BYTES = 1 << 20
@@ -75,11 +75,24 @@ def _width(lengths: np.ndarray) -> int:
     return (longest + 7) & ~7
 
 
+def aligned_empty(size: int, phase: int = 0, align: int = 4096) -> np.ndarray:
+    """A new uint8 array of ``size`` bytes whose first byte sits at ``phase`` modulo
+    ``align`` in memory (for direct I/O)."""
+    raw = np.empty(size + align, dtype=np.uint8)
+    shift = (phase - raw.ctypes.data) % align
+    return raw[shift : shift + size]
+
+
 def gather(
-    data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, order: np.ndarray | None = None
+    data: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    order: np.ndarray | None = None,
+    phase: int | None = None,
 ) -> np.ndarray:
     """The records ``data[starts[i] : starts[i] + lengths[i]]`` for ``i`` in ``order`` (all
-    of them, in turn, when ``order`` is None), concatenated into a new uint8 array."""
+    of them, in turn, when ``order`` is None), concatenated into a new uint8 array; with
+    ``phase``, its first byte sits at that address modulo 4096 (see :func:`aligned_empty`)."""
     global _ordered_assign
     if order is not None:
         starts = starts[order]
@@ -96,7 +109,9 @@ def gather(
     out_starts = np.empty(n, dtype=np.int64)
     out_starts[0] = 0
     np.cumsum(lengths[:-1], out=out_starts[1:])
-    out = np.empty(total + width, dtype=np.uint8)
+    out = np.empty(total + width, dtype=np.uint8) if phase is None else aligned_empty(
+        total + width, phase
+    )
     fits = lengths <= width
     fits &= starts <= len(data) - width
     if fits.all():

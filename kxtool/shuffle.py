@@ -31,7 +31,7 @@ import contextlib
 import math
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from operator import itemgetter
@@ -45,8 +45,10 @@ from .records import gather, record_ends, starts_of
 from .textio import (
     STDIO,
     AtomicOutputs,
+    PositionalWriter,
     check_readable,
     compression_for_name,
+    compression_of,
     display_name,
     format_size,
     free_space,
@@ -84,6 +86,10 @@ _INDEX_ENTRY = 32
 MIN_MEMORY = 4 << 10
 #: Disk-space head-room asked for beyond the estimate.
 DISK_SLACK = 16 << 20
+#: Outputs at least this big are written around the page cache (see
+#: :class:`~kxtool.textio.PositionalWriter`): they would only push other files out of it, and the
+#: kernel's write-back would throttle the writer anyway.
+DIRECT_MIN = 256 << 20
 #: Bytes written or read by one system call at most (Linux caps a call at about 2 GiB).
 _IO_STEP = 1 << 30
 
@@ -399,16 +405,17 @@ class _Runs:
         x = keys << np.uint64(self.shift) if self.shift else keys
         return (x >> np.uint64(64 - self.bits)).astype(np.uint32 if self.bits > 16 else np.uint16)
 
-    def spill(self, data: np.ndarray, keys: np.ndarray) -> None:
-        """Add one run: the records of ``data`` (whole records, separators included) with
-        their ``keys``, grouped by pile."""
+    def spill(self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None) -> None:
+        """Add one run: the records of ``data`` (whole records, separators included; ``ends``
+        when already found) with their ``keys``, grouped by pile."""
         n = len(keys)
         if self.piles == 1:
             counts = np.array([n], dtype=np.int64)
             sizes = np.array([len(data)], dtype=np.int64)
             gkeys, grouped = keys, data
         else:
-            ends = record_ends(data, self.sep[0])
+            if ends is None:
+                ends = record_ends(data, self.sep[0])
             if len(ends) != n or (n and ends[-1] != len(data)):
                 raise KxError("internal error: a batch does not hold whole records")
             starts = starts_of(ends)
@@ -625,6 +632,9 @@ class _Writer:
         if self.progress is not None:
             self.progress("writing", self.written_bytes, self.total_bytes)
 
+    def phase(self) -> int | None:
+        return None
+
     def direct_target(self) -> tuple[str, int] | None:
         """For workers writing in place: the temporary file of a single plain output and the
         offset where records start, after the header (which is written here)."""
@@ -662,6 +672,10 @@ class _Sink:
 
     def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None: ...
 
+    def phase(self) -> int | None:
+        """Where the next data should start in memory, modulo 4096 (for direct I/O), or None."""
+        return None
+
 
 def _emit_ordered(
     data: np.ndarray, keys: np.ndarray, shift: int, sep: int, sink: _Sink | _Writer
@@ -686,7 +700,7 @@ def _emit_ordered(
         bits = min(12, max(1, math.ceil(math.log2(len(data) / CACHE_BUCKET))))
     if bits == 0:
         perm = _order(keys, shift)
-        out = gather(data, starts, lengths, perm)
+        out = gather(data, starts, lengths, perm, phase=sink.phase())
         sink.write(out, lengths[perm])
         return
     x = keys << np.uint64(shift) if shift else keys
@@ -865,6 +879,28 @@ def shuffle_files(
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
     with _small_pages(), tmp_ctx, AtomicOutputs() as outs:
+        ranges = None
+        if jobs > 1 and known_total is not None:
+            ranges = _RangePlan.make(paths, sep, header, reader.block, budget // 4, in_memory_limit)
+        if ranges is not None:
+            # plain files too big for memory: the workers read their own byte ranges
+            directory = tmp_ctx.enter_context(temp_dir(tmp_base))
+            assert known_total is not None
+            _check_space(
+                directory, known_total + 8 * ranges.records_estimate, "the temporary files"
+            )
+            bits = (
+                _pile_bits
+                if _pile_bits is not None
+                else _pile_bits_for(known_total, ranges.per_byte, unit)
+            )
+            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
+            tmp_ctx.callback(pool.stop)
+            runs = pool.pass1_ranges(ranges, progress, known_total)
+            return _finish_on_disk(
+                runs, pool, outs, output, shards, ranges.header, sep, progress, budget, seed
+            )
+
         # read until the input ends or clearly will not fit in memory
         chunks = reader.chunks()
         held: list[_Chunk] = []
@@ -896,7 +932,7 @@ def shuffle_files(
                 start += chunk.count
                 del chunk
             writer = _Writer(outs, output, shards, start, reader.header, sep, progress, held_bytes)
-            _drain(runs, budget, writer)
+            _drain_to_output(runs, budget, writer)
             runs.remove()
             return ShuffleResult(
                 seed,
@@ -924,7 +960,7 @@ def shuffle_files(
         space = None if known_total is not None else directory
         stream = _chain(held, chunks)
         if jobs > 1:
-            pool = _Pool(jobs, directory, sep, bits, seed, unit)
+            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
             tmp_ctx.callback(pool.stop)
             runs = pool.pass1(stream, space)
         else:
@@ -932,28 +968,57 @@ def shuffle_files(
             tmp_ctx.callback(runs.remove)
             _pass1(runs, stream, seed, unit, space)
         del held, stream
-        counts, data_sizes = runs.pile_totals()
-        total = int(counts.sum())
-        total_bytes = int(data_sizes.sum())
-        writer = _Writer(outs, output, shards, total, reader.header, sep, progress, total_bytes)
-        pile_budget = max(budget // 4, budget - runs.index_bytes())
-        if jobs > 1:
-            pool.pass2(runs, pile_budget // jobs, writer)
-            pool.stop()
-        else:
-            _drain(runs, pile_budget, writer)
-        runs.remove()
-        return ShuffleResult(
+        return _finish_on_disk(
+            runs,
+            pool if jobs > 1 else None,
+            outs,
+            output,
+            shards,
+            reader.header,
+            sep,
+            progress,
+            budget,
             seed,
-            total,
-            total_bytes,
-            len(reader.header),
-            False,
-            runs.runs,
-            runs.piles,
-            jobs,
-            writer.finish(),
         )
+
+
+def _finish_on_disk(
+    runs: _Runs,
+    pool: _Pool | None,
+    outs: AtomicOutputs,
+    output: str,
+    shards: int | None,
+    header: Sequence[bytes],
+    sep: bytes,
+    progress: Progress | None,
+    budget: int,
+    seed: int,
+) -> ShuffleResult:
+    """Pass 2: order and write the piles, by the workers or in this process."""
+    counts, data_sizes = runs.pile_totals()
+    total = int(counts.sum())
+    total_bytes = int(data_sizes.sum())
+    writer = _Writer(outs, output, shards, total, header, sep, progress, total_bytes)
+    pile_budget = max(budget // 4, budget - runs.index_bytes())
+    if pool is not None:
+        pool.pass2(runs, pile_budget // len(pool.workers), writer)
+        jobs = len(pool.workers)
+        pool.stop()
+    else:
+        _drain_to_output(runs, pile_budget, writer)
+        jobs = 1
+    runs.remove()
+    return ShuffleResult(
+        seed,
+        total,
+        total_bytes,
+        len(header),
+        False,
+        runs.runs,
+        runs.piles,
+        jobs,
+        writer.finish(),
+    )
 
 
 def default_jobs() -> int:
@@ -985,12 +1050,192 @@ def _pass1(runs: _Runs, chunks: Iterator[_Chunk], seed: int, unit: int, space: s
     spiller.flush()
 
 
+@dataclass
+class _Range:
+    """Whole records of one plain input file: ``length`` bytes from ``offset`` (plus a final
+    separator when the file lacks one)."""
+
+    index: int  # of the range, in input order
+    file: int  # index of the input
+    path: str
+    offset: int
+    length: int
+    add_sep: bool
+
+
+class _RangePlan:
+    """Byte ranges of whole records over plain input files, for workers that read their own.
+
+    Ranges are cut about ``block`` bytes apart, just after a separator (found by reading a
+    little around each cut), so no worker needs another's bytes; the header lines are read
+    here. Records are counted by the workers.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sep: bytes,
+        block: int,
+        max_record: int,
+        header: list[bytes],
+        first_offset: int,
+        total: int,
+        records_estimate: int,
+    ) -> None:
+        self.paths = paths
+        self.sep = sep
+        self.block = block
+        self.max_record = max_record
+        self.header = header
+        self.first_offset = first_offset
+        self.total = total
+        self.records_estimate = records_estimate
+        self.per_byte = (total + RECORD_REST * records_estimate) / max(1, total)
+
+    @classmethod
+    def make(
+        cls,
+        paths: Sequence[str],
+        sep: bytes,
+        header: int,
+        block: int,
+        max_record: int,
+        in_memory_limit: int,
+    ) -> _RangePlan | None:
+        """A plan when every input is a plain regular file and they clearly do not fit in
+        memory; otherwise None."""
+        if any(p == STDIO or not os.path.isfile(p) for p in paths):
+            return None
+        if any(compression_of(p) is not None for p in paths):
+            return None
+        total = sum(os.path.getsize(p) for p in paths)
+        if total == 0:
+            return None
+        sample = b""
+        with contextlib.suppress(OSError):
+            for p in paths:
+                with open(p, "rb") as f:
+                    sample = f.read(1 << 20)
+                if sample:
+                    break
+        per_record = len(sample) / max(1, sample.count(sep))
+        records = int(total / per_record) + 1
+        if total + RECORD_REST * records <= 1.25 * in_memory_limit:
+            return None
+        head, first = _read_header(paths[0], sep, header, max_record)
+        return cls(paths, sep, block, max_record, head, first, total, records)
+
+    def ranges(self) -> Iterator[_Range]:
+        index = 0
+        for i, path in enumerate(self.paths):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise os_error(e, path) from None
+            try:
+                size = os.fstat(fd).st_size
+                pos = self.first_offset if i == 0 else 0
+                while pos < size:
+                    cut = pos + self.block
+                    end = size if cut >= size else self._record_end(fd, path, cut - 1, pos, size)
+                    add_sep = end == size and os.pread(fd, 1, size - 1) != self.sep
+                    yield _Range(index, i, path, pos, end - pos, add_sep)
+                    index += 1
+                    pos = end
+            except OSError as e:
+                raise os_error(e, path, "cannot read") from None
+            finally:
+                os.close(fd)
+
+    def _record_end(self, fd: int, path: str, at: int, start: int, size: int) -> int:
+        """One past the first separator at or after ``at``, or ``size``."""
+        origin = at
+        limit = start + self.block + self.max_record + 1
+        width = 1 << 16
+        while at < size:
+            window = os.pread(fd, min(width, limit - at), at)
+            if not window:
+                return size
+            found = window.find(self.sep)
+            if found >= 0:
+                return at + found + 1
+            at += len(window)
+            if at >= limit:
+                line = _line_containing(fd, origin, start, self.sep)
+                raise KxError(
+                    f"line {line} of {display_name(path)!r} is longer than a quarter of the"
+                    f" memory budget ({format_size(self.max_record)}); raise --memory"
+                )
+            width *= 4
+        return size
+
+
+def _line_containing(fd: int, offset: int, start: int, sep: bytes) -> int:
+    """The number (from 1) of the line of the file on ``fd`` that holds byte ``offset``, whose
+    line starts at or after ``start`` (an error path: it reads the file up to there)."""
+    begin = start
+    before = os.pread(fd, offset - start, start)
+    last = before.rfind(sep)
+    if last >= 0:
+        begin = start + last + 1
+    lines, pos = 0, 0
+    while pos < begin:
+        block = os.pread(fd, min(16 << 20, begin - pos), pos)
+        if not block:
+            break
+        lines += block.count(sep)
+        pos += len(block)
+    return lines + 1
+
+
+def _read_header(path: str, sep: bytes, n: int, max_record: int) -> tuple[list[bytes], int]:
+    """The first ``n`` records of ``path`` (separators removed) and the offset after them."""
+    header: list[bytes] = []
+    if n <= 0:
+        return header, 0
+    base = pos = 0  # buf[0] is at file offset base
+    buf = b""
+    try:
+        with open(path, "rb") as f:
+            while len(header) < n:
+                end = buf.find(sep, pos)
+                if end >= 0:
+                    header.append(buf[pos:end])
+                    pos = end + 1
+                    continue
+                if len(buf) - pos > max_record:
+                    raise KxError(
+                        f"line {len(header) + 1} of {display_name(path)!r} is longer than a"
+                        f" quarter of the memory budget ({format_size(max_record)});"
+                        " raise --memory"
+                    )
+                more = f.read(1 << 20)
+                if not more:
+                    if len(buf) > pos:  # a last record without its separator
+                        header.append(buf[pos:])
+                        pos = len(buf)
+                    break
+                base += pos
+                buf = buf[pos:] + more
+                pos = 0
+    except OSError as e:
+        raise os_error(e, path, "cannot read") from None
+    return header, base + pos
+
+
 class _Pool:
     """Worker processes that share both passes: the main process reads and writes, workers
     split, key, spill, order and join. The output is the same as with one process."""
 
     def __init__(
-        self, jobs: int, directory: str, sep: bytes, bits: int, seed: int, unit: int
+        self,
+        jobs: int,
+        directory: str,
+        sep: bytes,
+        bits: int,
+        seed: int,
+        unit: int,
+        max_record: int,
     ) -> None:
         import multiprocessing
 
@@ -1004,7 +1249,7 @@ class _Pool:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
                     target=_worker,
-                    args=(child, f"worker{w}", directory, sep, bits, seed, unit),
+                    args=(child, f"worker{w}", directory, sep, bits, seed, unit, max_record),
                     daemon=True,
                 )
                 proc.start()
@@ -1063,13 +1308,70 @@ class _Pool:
             except OSError:
                 raise self._failed(w) from None
             start += chunk.count
+        return self._collect_runs()
+
+    def pass1_ranges(self, plan: _RangePlan, progress: Progress | None, total: int | None) -> _Runs:
+        """Hand each byte range to whichever worker is free; tell each worker the index of
+        its first record once the workers before it have counted theirs."""
+        jobs = len(self.workers)
+        free = list(range(jobs))
+        holder: dict[int, tuple[int, int]] = {}  # range index -> (worker, file)
+        counted: dict[int, int] = {}  # range index -> records
+        next_start = 0  # the range whose first record index is due next
+        start = 0  # index of its first record
+        lines_in_file: dict[int, int] = {0: len(plan.header)}
+        done_bytes = 0
+        sizes: dict[int, int] = {}
+        ranges = plan.ranges()
+        more = True
+        while more or holder:
+            while more and free:
+                r = next(ranges, None)
+                if r is None:
+                    more = False
+                    break
+                w = free.pop(0)
+                holder[r.index] = (w, r.file)
+                sizes[r.index] = r.length
+                msg = ("range", r.index, r.path, r.offset, r.length, r.add_sep)
+                try:
+                    self.workers[w][1].send(msg)
+                except OSError:
+                    raise self._failed(w) from None
+            if not holder:
+                break
+            for w in self._wait():
+                msg = self._recv(w)
+                if msg[0] == "count":
+                    counted[msg[1]] = msg[2]
+                    while next_start in counted:
+                        hw, f = holder[next_start]
+                        base = lines_in_file.get(f, 0)
+                        try:
+                            self.workers[hw][1].send(("start", start, base))
+                        except OSError:
+                            raise self._failed(hw) from None
+                        n = counted.pop(next_start)
+                        start += n
+                        lines_in_file[f] = base + n
+                        next_start += 1
+                elif msg[0] == "ready":
+                    index = msg[1]
+                    holder.pop(index)
+                    done_bytes += sizes.pop(index)
+                    free.append(w)
+                    if progress is not None:
+                        progress("reading", done_bytes, total)
+        return self._collect_runs()
+
+    def _collect_runs(self) -> _Runs:
         merged = _Runs(self.directory, self.sep, 0, self.bits, "merged")
-        for w in range(jobs):
+        for w in range(len(self.workers)):
             try:
                 self.workers[w][1].send(("end",))
             except OSError:
                 raise self._failed(w) from None
-        for w in range(jobs):
+        for w in range(len(self.workers)):
             while True:
                 msg = self._recv(w)
                 if msg[0] == "runs":
@@ -1086,10 +1388,11 @@ class _Pool:
         target = writer.direct_target()
         if target is not None:
             path, base = target
+            name = writer.output
             offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
             for w in range(jobs):
                 mine = piles[w::jobs]
-                msg = ("drain_to", runs, mine, [offsets[p] for p in mine], budget, path)
+                msg = ("drain_to", runs, mine, [offsets[p] for p in mine], budget, path, name)
                 try:
                     self.workers[w][1].send(msg)
                 except OSError:
@@ -1183,6 +1486,26 @@ def _drain(
             sink.end_pile()
 
 
+def _drain_to_output(runs: _Runs, budget: int, writer: _Writer) -> None:
+    """Pass 2 in this process: straight into a single plain output file with positional writes
+    (large outputs around the page cache), otherwise through the writer."""
+    target = writer.direct_target()
+    if target is None:
+        _drain(runs, budget, writer)
+        return
+    path, base = target
+    total = int(runs.pile_totals()[1].sum())
+    out = PositionalWriter(path, writer.output, direct=total >= DIRECT_MIN)
+    try:
+        sink = _OffsetSink(out, base, writer.advance)
+        _drain(runs, budget, sink)
+    finally:
+        out.close()
+    if sink.offset != base + total:
+        raise KxError(f"internal error: wrote {sink.offset - base} bytes of {total}")
+    writer.advance_done(total)
+
+
 def _drain_pile(
     runs: _Runs, p: int, n: int, nbytes: int, budget: int, sink: _Sink | _Writer
 ) -> None:
@@ -1214,21 +1537,24 @@ class _Spiller:
         self.unit = unit
         self.data: list[np.ndarray] = []
         self.keys: list[np.ndarray] = []
+        self.ends: np.ndarray | None = None
         self.memory = 0
 
-    def add(self, data: np.ndarray, keys: np.ndarray) -> None:
+    def add(self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None) -> None:
+        """Add records (with their ``ends``, when they are known already)."""
         self.data.append(data)
         self.keys.append(keys)
+        self.ends = ends if len(self.data) == 1 else None
         self.memory += _work_memory(len(data), len(keys))
         if self.memory >= self.unit:
             self.flush()
 
     def flush(self) -> None:
         if len(self.data) == 1:
-            self.runs.spill(self.data[0], self.keys[0])
+            self.runs.spill(self.data[0], self.keys[0], self.ends)
         elif self.data:
             self.runs.spill(np.concatenate(self.data), np.concatenate(self.keys))
-        self.data, self.keys, self.memory = [], [], 0
+        self.data, self.keys, self.ends, self.memory = [], [], None, 0
 
 
 class _PipeSink(_Sink):
@@ -1258,7 +1584,14 @@ def _enlarge_pipe(conn: Connection) -> None:
 
 
 def _worker(
-    conn: Connection, name: str, directory: str, sep: bytes, bits: int, seed: int, unit: int
+    conn: Connection,
+    name: str,
+    directory: str,
+    sep: bytes,
+    bits: int,
+    seed: int,
+    unit: int,
+    max_record: int,
 ) -> None:
     """A worker process: pass 1 spills the chunks it is sent; pass 2 orders the piles it is
     given and writes them into the output or sends them back in order."""
@@ -1267,6 +1600,8 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides and cleans up
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     runs = _Runs(directory, sep, 0, bits, name)
+    fds: dict[str, int] = {}
+    unit_max_record = max_record
     try:
         spiller = _Spiller(runs, unit)
         while True:
@@ -1280,6 +1615,19 @@ def _worker(
                 spiller.add(data, record_keys(seed, start, count))
                 del data
                 conn.send(("ready",))
+            elif kind == "range":
+                _, index, path, offset, length, add_sep = msg
+                data = _read_range(path, offset, length, add_sep, sep, fds)
+                ends = record_ends(data, sep[0])
+                conn.send(("count", index, len(ends)))
+                reply = conn.recv()
+                if reply[0] != "start":
+                    return
+                _, start, line_base = reply
+                _check_record_lengths(ends, path, line_base, unit_max_record)
+                spiller.add(data, record_keys(seed, start, len(ends)), ends)
+                del data, ends
+                conn.send(("ready", index))
             elif kind == "end":
                 spiller.flush()
                 runs.close()
@@ -1290,8 +1638,8 @@ def _worker(
                 merged.close()
                 conn.send(("done",))
             elif kind == "drain_to":
-                _, merged, piles, offsets, budget, path = msg
-                _drain_to_file(merged, piles, offsets, budget, path, conn)
+                _, merged, piles, offsets, budget, path, out_name = msg
+                _drain_to_file(merged, piles, offsets, budget, path, out_name, conn)
                 merged.close()
                 conn.send(("done",))
             else:
@@ -1304,6 +1652,41 @@ def _worker(
             conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         runs.close()
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _read_range(
+    path: str, offset: int, length: int, add_sep: bool, sep: bytes, fds: dict[str, int]
+) -> np.ndarray:
+    """The bytes of a :class:`_Range`, read into a new buffer."""
+    data = np.empty(length + add_sep, dtype=np.uint8)
+    try:
+        fd = fds.get(path)
+        if fd is None:
+            fd = fds[path] = os.open(path, os.O_RDONLY)
+        got = _pread_into(fd, data[:length], offset)
+    except OSError as e:
+        raise os_error(e, path, "cannot read") from None
+    if got != length:
+        raise KxError(f"{display_name(path)!r} changed while it was being read")
+    if add_sep:
+        data[length] = sep[0]
+    return data
+
+
+def _check_record_lengths(ends: np.ndarray, path: str, line_base: int, max_record: int) -> None:
+    """A record longer than ``max_record`` is an error naming its line."""
+    if not len(ends):
+        return
+    lengths = np.diff(ends, prepend=0)
+    worst = int(np.argmax(lengths))
+    if int(lengths[worst]) - 1 > max_record:
+        raise KxError(
+            f"line {line_base + worst + 1} of {display_name(path)!r} is longer than a quarter"
+            f" of the memory budget ({format_size(max_record)}); raise --memory"
+        )
 
 
 def _drain_to_file(
@@ -1312,39 +1695,41 @@ def _drain_to_file(
     offsets: Sequence[int],
     budget: int,
     path: str,
+    name: str,
     conn: Connection,
 ) -> None:
     """Pass 2 in a worker, writing each pile straight into the output at its offset."""
     counts, sizes = runs.pile_totals()
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError as e:
-        raise os_error(e, path, "cannot write") from None
+    out = PositionalWriter(path, name, direct=int(sizes.sum()) >= DIRECT_MIN)
     try:
         for p, offset in zip(piles, offsets, strict=True):
-            sink = _OffsetSink(fd, offset, path)
+            sink = _OffsetSink(out, offset)
             _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
             if sink.offset != offset + int(sizes[p]):
                 raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
             conn.send(("pile", int(sizes[p])))
     finally:
-        os.close(fd)
+        out.close()
 
 
 class _OffsetSink(_Sink):
-    """Writes ordered records at a given offset of an output file (``pwrite``)."""
+    """Writes ordered records from a given offset of an output file on."""
 
-    def __init__(self, fd: int, offset: int, name: str) -> None:
-        self.fd = fd
+    def __init__(
+        self, out: PositionalWriter, offset: int, on_write: Callable[[int], None] | None = None
+    ) -> None:
+        self.out = out
         self.offset = offset
-        self.name = name
+        self.on_write = on_write
+
+    def phase(self) -> int | None:
+        return self.out.phase(self.offset) if self.out.direct_fd is not None else None
 
     def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
-        try:
-            _pwrite_all(self.fd, data, self.offset)
-        except OSError as e:
-            raise os_error(e, self.name, "cannot write") from None
+        self.out.pwrite(data, self.offset)
         self.offset += len(data)
+        if self.on_write is not None:
+            self.on_write(len(data))
 
 
 def shuffle_lines(lines: Sequence[bytes], seed: int) -> list[bytes]:

@@ -79,3 +79,28 @@ def test_nul_separator_and_empty_input():
     empty = np.empty(0, dtype=np.int64)
     assert gather(data, empty, empty).tobytes() == b""
     assert record_ends(np.frombuffer(b"no end", dtype=np.uint8), 10).tolist() == []
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_positional_writer_places_every_piece(tmp_path, direct):
+    from kxtool.records import aligned_empty
+    from kxtool.textio import PositionalWriter
+
+    rng = np.random.default_rng(5)
+    total = 300_000
+    want = rng.integers(0, 256, total, dtype=np.uint8)
+    cuts = np.sort(rng.choice(np.arange(1, total), 40, replace=False))
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"\0" * total)
+    w = PositionalWriter(str(path), "out.bin", direct=direct)
+    try:
+        bounds = [0, *cuts.tolist(), total]
+        pieces = list(zip(bounds[:-1], bounds[1:], strict=True))
+        rng.shuffle(pieces)
+        for a, b in pieces:
+            buf = aligned_empty(b - a, w.phase(a)) if a % 2 else np.empty(b - a, np.uint8)
+            buf[:] = want[a:b]
+            w.pwrite(buf, a)
+    finally:
+        w.close()
+    assert path.read_bytes() == want.tobytes()

@@ -459,13 +459,13 @@ def test_disk_full_mid_run_leaves_inputs_and_output_untouched(tmp_path, corpus, 
 def test_output_write_error_leaves_no_temporary_file(tmp_path, corpus, monkeypatch):
     path, _ = corpus
     out = tmp_path / "out.txt"
-    real = sh._Writer.write
+    real = sh.PositionalWriter.pwrite
 
     def failing(self, *args):
         real(self, *args)
         raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), str(out))
 
-    monkeypatch.setattr(sh._Writer, "write", failing)
+    monkeypatch.setattr(sh.PositionalWriter, "pwrite", failing)
     with pytest.raises(KxError, match="no space left"):
         shuffle_files([path], str(out), seed=1)
     assert sorted(os.listdir(tmp_path)) == ["corpus.txt"]
@@ -585,3 +585,67 @@ def test_peak_memory_stays_within_the_budget(tmp_path, jobs):
     assert code_ == 0, proc.stderr
     assert peak_kib * 1024 < (16 << 20) + (64 << 20), peak_kib
     assert out.stat().st_size == src.stat().st_size
+
+
+# ------------------------------------------------------------------ workers reading ranges
+
+
+def _mixed_inputs(tmp_path):
+    rng = np.random.default_rng(9)
+    a = b"".join(b"a%d\xff\x00 \r\n" % i for i in range(700))
+    b = b""
+    lengths = rng.integers(0, 300, 400)
+    c = b"".join(b"c%d " % i + b"z" * int(k) + b"\n" for i, k in enumerate(lengths))
+    d = b"d-last-line-without-terminator"
+    e = b"\n\n" + b"".join(b"e%d\r\n" % i for i in range(300))
+    names = []
+    for name, data in zip("abcde", (a, b, c, d, e), strict=True):
+        names.append(write(tmp_path / f"{name}.txt", data))
+    return names, (a, b, c, d, e)
+
+
+@pytest.mark.parametrize("header", [0, 3])
+def test_workers_reading_their_own_ranges_match_one_process(tmp_path, header):
+    names, datas = _mixed_inputs(tmp_path)
+    outs = {}
+    for label, memory, jobs in (("memory", "1G", 1), ("one", "16K", 1), ("two", "16K", 2)):
+        out = tmp_path / f"{label}.txt"
+        res = shuffle_files(names, str(out), memory=memory, seed=4, jobs=jobs, header=header)
+        assert res.in_memory == (label == "memory")
+        outs[label] = out.read_bytes()
+    assert outs["memory"] == outs["one"] == outs["two"]
+    want = expected_records(*datas)
+    got = records(outs["two"])
+    assert got[:header] == want[:header]
+    assert Counter(got) == Counter(want)
+
+
+def test_workers_reading_ranges_keep_parallel_corpora_aligned(tmp_path):
+    src = b"".join(b"source %d\n" % i for i in range(5000))
+    tgt = b"".join(b"target %d with more words\n" % i for i in range(5000))
+    ps, pt = write(tmp_path / "s.txt", src), write(tmp_path / "t.txt", tgt)
+    shuffle_files([ps], str(tmp_path / "s.out"), memory="16K", seed=8, jobs=2)
+    shuffle_files([pt], str(tmp_path / "t.out"), memory="64K", seed=8, jobs=3)
+    s_ids = [x.split()[1] for x in records((tmp_path / "s.out").read_bytes())]
+    t_ids = [x.split()[1] for x in records((tmp_path / "t.out").read_bytes())]
+    assert s_ids == t_ids and sorted(s_ids) != s_ids
+
+
+def test_long_record_found_by_workers_names_its_line(tmp_path):
+    data = b"short\n" * 3000 + b"x" * 5000 + b"\n" + b"short\n" * 3000
+    p = write(tmp_path / "big.txt", data)
+    with pytest.raises(KxError, match=r"line 3001 of .*big\.txt.*--memory"):
+        shuffle_files([p], str(tmp_path / "out.txt"), memory="8K", seed=1, jobs=2)
+    assert sorted(os.listdir(tmp_path)) == ["big.txt"]
+
+
+@pytest.mark.parametrize(("jobs", "memory"), [(1, "1G"), (1, "1M"), (2, "1M")])
+def test_direct_writes_give_the_same_output(tmp_path, monkeypatch, jobs, memory):
+    src = tmp_path / "src.txt"
+    _random_lines_file(src, 3 << 20, seed=2)
+    plain = tmp_path / "plain.txt"
+    shuffle_files([str(src)], str(plain), memory=memory, seed=6, jobs=jobs, header=2)
+    monkeypatch.setattr(sh, "DIRECT_MIN", 0)
+    direct = tmp_path / "direct.txt"
+    shuffle_files([str(src)], str(direct), memory=memory, seed=6, jobs=jobs, header=2)
+    assert direct.read_bytes() == plain.read_bytes()
