@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -78,10 +79,11 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
-def timed(cmd: str) -> tuple[float, int]:
-    """Wall seconds and peak resident memory (KiB) of a shell command and all its processes,
-    sampled every 20 ms (the sum over worker processes counts pages they share once each, so
-    it errs high)."""
+def timed(cmd: str) -> tuple[float, int, float]:
+    """Wall seconds, peak resident memory (KiB) and CPU seconds (user + system) of a shell
+    command and all its processes. Memory is sampled every 20 ms and summed over processes
+    (pages they share count once each, so it errs high)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(["bash", "-c", cmd], stderr=subprocess.PIPE)
     peak = 0
@@ -89,9 +91,11 @@ def timed(cmd: str) -> tuple[float, int]:
         peak = max(peak, _tree_rss_kib(proc.pid))
         time.sleep(0.02)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"failed: {cmd}\n{proc.stderr.read().decode()}")
-    return wall, peak
+    return wall, peak, cpu
 
 
 def main() -> None:
@@ -125,27 +129,30 @@ def main() -> None:
     ]
     load = os.getloadavg()[0]
     rows = []
-    results = {}
-    for name, cmd in cases:
-        best = None
-        for _ in range(args.repeat):
+    results: dict[str, tuple[float, int, float]] = {}
+    walls: dict[str, list[float]] = {name: [] for name, _ in cases}
+    # rounds: every command once per round, so that drifts in the machine's load hit all alike
+    for _ in range(args.repeat):
+        for name, cmd in cases:
             if os.path.exists(out):
                 os.unlink(out)
-            wall, rss = timed(cmd)
+            wall, rss, cpu = timed(cmd)
+            walls[name].append(wall)
+            best = results.get(name)
             if best is None or wall < best[0]:
-                best = (wall, rss)
-        results[name] = best
-        print(f"{name}: {best[0]:.2f} s, {best[1] / 1024:.0f} MiB", file=sys.stderr)
+                results[name] = (wall, rss, cpu)
+            print(f"{name}: {wall:.2f} s, {rss / 1024:.0f} MiB, {cpu:.1f} CPU s", file=sys.stderr)
     if os.path.exists(out):
         os.unlink(out)
-    shuf_wall, shuf_rss = results["GNU shuf"]
+    shuf_wall, shuf_rss, _shuf_cpu = results["GNU shuf"]
     for name, _ in cases:
-        wall, rss = results[name]
+        wall, rss, cpu = results[name]
         rows.append(
-            f"| {name} | {wall:.2f} | {nbytes / wall / 1e6:.0f} | {rss / 1024:.0f} | "
+            f"| {name} | {wall:.2f} | {' / '.join(f'{w:.1f}' for w in walls[name])} | "
+            f"{cpu:.1f} | {nbytes / wall / 1e6:.0f} | {rss / 1024:.0f} | "
             f"{shuf_wall / wall:.2f}x | {rss / shuf_rss:.2f} |"
         )
-    kx_wall, kx_rss = results[f"kxtool shuffle --memory {args.memory}"]
+    kx_wall, kx_rss, _kx_cpu = results[f"kxtool shuffle --memory {args.memory}"]
     verdict = (
         f"kxtool: {shuf_wall / kx_wall:.2f}x GNU shuf's throughput at "
         f"{kx_rss / shuf_rss:.2f} of its peak memory (target: >= 1.5x at <= 0.25)."
@@ -154,11 +161,14 @@ def main() -> None:
         [
             f"File: {nbytes / 1e9:.2f} GB, {count_lines(src):,} lines of 20-200 "
             f"random printable bytes. Machine: {os.cpu_count()} cores, {platform.machine()}, "
-            f"Python {platform.python_version()}; best of {args.repeat}; load average before "
-            f"the run {load:.2f}. Peak RSS is summed over all processes of a command.",
+            f"Python {platform.python_version()}; {args.repeat} rounds (each command once per "
+            f"round), best round shown; load average before the run {load:.2f}. CPU is user +"
+            " system seconds of all the command's processes in its best round; peak RSS is"
+            " summed over them.",
             "",
-            "| command | wall s | MB/s | peak RSS MiB | speed vs shuf | memory vs shuf |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| command | wall s | every round, s | CPU s | MB/s | peak RSS MiB | speed vs shuf |"
+            " memory vs shuf |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *rows,
             "",
             verdict,
