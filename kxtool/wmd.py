@@ -1110,16 +1110,37 @@ def search_rows(
     jobs: int = 1,
     progress: Progress | None = None,
     stats: WmdStats | None = None,
+    exclude_self: bool = False,
 ) -> Iterator[list[tuple[int, float]]]:
     """Yield, for each query in order, its ``k`` nearest corpus texts as ``(index, distance)``
     pairs, nearest first, ties by index (``corpus=None``: the queries themselves).
 
     WMD and WRD use exact prefetch-and-prune (``prune=False``: brute force, same answer);
     the other metrics compute every distance. Corpus texts without known words are never
-    returned; a query without known words gets an empty list.
+    returned; a query without known words gets an empty list. With ``exclude_self`` corpus
+    text ``i`` is never returned for query ``i`` (a collection searched against itself).
     """
     if k < 1:
         raise KxError(f"k must be at least 1, not {k}")
+    if exclude_self:
+        # the k + 1 nearest, less the query's own index if it is among them: exactly the k
+        # nearest others, in the same order
+        rows = search_rows(
+            queries,
+            corpus,
+            vectors,
+            k=k + 1,
+            metric=metric,
+            tokenizer=tokenizer,
+            reg=reg,
+            prune=prune,
+            jobs=jobs,
+            progress=progress,
+            stats=stats,
+        )
+        for i, hits in enumerate(rows):
+            yield [(j, d) for j, d in hits if j != i][:k]
+        return
     if metric == "sinkhorn":
         _check_reg(reg)
     st = stats if stats is not None else WmdStats()
@@ -1175,6 +1196,7 @@ def wmd_search(
     jobs: int = 1,
     progress: Progress | None = None,
     stats: WmdStats | None = None,
+    exclude_self: bool = False,
 ) -> list[list[tuple[int, float]]]:
     """The ``k`` nearest corpus texts of every query (see :func:`search_rows`)."""
     return list(
@@ -1190,6 +1212,7 @@ def wmd_search(
             jobs=jobs,
             progress=progress,
             stats=stats,
+            exclude_self=exclude_self,
         )
     )
 

@@ -142,6 +142,11 @@ def test_top(env):
     r = run("wmd", "-k", "1", env.A, env.A, "--vectors", env.vectors)
     lines = r.stdout.splitlines()
     assert lines[0] == "1\t1\t0.000000"
+    r = run("wmd", "-k", "1", "--exclude-self", env.A, env.A, "--vectors", env.vectors)
+    assert r.exit_code == 0, r.output
+    firsts = [x.split("\t") for x in r.stdout.splitlines()]
+    assert firsts and all(i != j for i, j, _ in firsts)
+    assert run("wmd", "--exclude-self", env.A, env.B, "--vectors", env.vectors).exit_code == 2
 
 
 def test_usage_errors(env):

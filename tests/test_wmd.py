@@ -257,6 +257,21 @@ def test_search_other_metrics_and_self():
         wmd_search(C, C, VEC, k=0)
 
 
+@pytest.mark.parametrize("metric", ["wmd", "rwmd"])
+def test_search_excluding_self_equals_brute_force_without_self(metric):
+    rng = np.random.default_rng(13)
+    C = random_docs(rng, 80, 1, 10)
+    C[5] = list(C[4])  # an identical text: still returned for the other
+    got = wmd_search(C, None, VEC, k=3, metric=metric, exclude_self=True)
+    full = brute(C, C, VEC, 4, metric)
+    for i, (g, r) in enumerate(zip(got, full, strict=True)):
+        want = [(j, d) for j, d in r if j != i][:3]
+        assert [j for j, _ in g] == [j for j, _ in want]
+        np.testing.assert_allclose([d for _, d in g], [d for _, d in want], rtol=1e-12)
+    assert got[4][0] == (5, 0.0) and got[5][0] == (4, 0.0)
+    assert wmd_search(C, None, VEC, k=3, metric=metric, exclude_self=True, jobs=2) == got
+
+
 def test_default_vectors_refuse_chinese():
     vec = Vectors(["今天天气", "cat"], np.eye(2, dtype=np.float32))
     vec.is_default = True

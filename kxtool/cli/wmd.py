@@ -44,6 +44,7 @@ Examples:
   kxtool wmd questions.txt answers.txt --vectors glove.300d.txt -j 2 > scores.txt
   kxtool wmd --cross a.txt b.txt --json
   kxtool wmd --top 10 queries.txt corpus.txt.gz
+  kxtool wmd --top 3 --exclude-self corpus.txt corpus.txt   # near-duplicates
   cut -f1 pairs.tsv | kxtool wmd - <(cut -f2 pairs.tsv) | paste pairs.tsv -
 """
 
@@ -202,6 +203,12 @@ def wmd_command(
         metavar="K",
         help="For each line of A, the K nearest lines of B: i<TAB>j<TAB>score (exact).",
     ),
+    exclude_self: bool = typer.Option(
+        False,
+        "--exclude-self",
+        help="With --top: never pair line i of A with line i of B (a file searched against"
+        " itself).",
+    ),
     metric: str = typer.Option(
         "wmd", "--metric", "-m", metavar="METRIC", help="wmd, wrd, wcd, rwmd or sinkhorn."
     ),
@@ -250,6 +257,8 @@ def wmd_command(
     from ..wmd import DocSpace, WmdStats, cross_rows, search_rows, wmd_pairs
 
     _validate(metric, lang, similarity, cross, top, text, reg)
+    if exclude_self and top is None:
+        raise typer.BadParameter("needs --top", param_hint="--exclude-self")
     if jobs < 0:
         raise typer.BadParameter("must be 0 or more", param_hint="--jobs")
     if limit is not None and limit < 1:
@@ -310,6 +319,7 @@ def wmd_command(
                 vecs,
                 k=top,
                 progress=bars,
+                exclude_self=exclude_self,
                 **options,
             )
             for i, hits in enumerate(rows, 1):
