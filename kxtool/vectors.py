@@ -68,6 +68,7 @@ import re
 import signal
 import struct
 import tempfile
+import time
 import warnings
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -406,6 +407,82 @@ def cache_dir() -> str:
         xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
         base = os.path.join(xdg, "kxtool") if xdg else os.path.join("~", ".cache", "kxtool")
     return os.path.join(os.path.expanduser(base), "vectors")
+
+
+@dataclass
+class CacheEntry:
+    """One file of the vector cache directory (see :func:`cache_entries`)."""
+
+    path: str
+    bytes: int
+    source: str | None  # the vectors file it was made from
+    status: str  # "current", "stale" (source changed), "orphaned" (source gone), "damaged",
+    #              "partial" (an interrupted write, over an hour old)
+
+
+#: A temporary file of an interrupted cache write is left alone for this long (seconds): it may
+#: belong to a write still running in another process.
+_PARTIAL_AGE = 3600
+
+
+def cache_entries(directory: str | os.PathLike[str] | None = None) -> list[CacheEntry]:
+    """The files of the vector cache directory (default :func:`cache_dir`) and whether each is
+    still of use: ``current`` when its source file exists unchanged."""
+    d = os.fspath(directory) if directory is not None else cache_dir()
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise os_error(e, d, "cannot list") from None
+    out: list[CacheEntry] = []
+    now = time.time()
+    for name in names:
+        p = os.path.join(d, name)
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if name.endswith(".kxtmp"):
+            if now - st.st_mtime > _PARTIAL_AGE:
+                out.append(CacheEntry(p, st.st_size, None, "partial"))
+            continue
+        if not name.endswith(CACHE_SUFFIX):
+            continue
+        header = _read_kxv_header(p, strict=False)
+        src = header.get("source") if header is not None else None
+        if header is None or not isinstance(src, dict) or not isinstance(src.get("path"), str):
+            out.append(CacheEntry(p, st.st_size, None, "damaged"))
+            continue
+        try:
+            now_src = os.stat(src["path"])
+        except OSError:
+            status = "orphaned"
+        else:
+            same = now_src.st_size == src.get("size") and now_src.st_mtime_ns == src.get(
+                "mtime_ns"
+            )
+            status = "current" if same else "stale"
+        out.append(CacheEntry(p, st.st_size, src["path"], status))
+    return out
+
+
+def clean_cache(
+    directory: str | os.PathLike[str] | None = None, *, everything: bool = False
+) -> list[CacheEntry]:
+    """Delete the cache files no load can use any more (stale, orphaned, damaged, partial), or
+    every one with ``everything``; return what was deleted."""
+    removed = []
+    for entry in cache_entries(directory):
+        if everything or entry.status != "current":
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise os_error(e, entry.path, "cannot remove") from None
+            removed.append(entry)
+    return removed
 
 
 def cache_path_for(path: str | os.PathLike[str], *, limit: int | None = None) -> str | None:

@@ -148,3 +148,22 @@ def test_subprocess_pipe(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert b"dimension     4" in proc.stdout
+
+
+def test_cache_list_and_clean(tmp_path):
+    p, _, _ = make_file(tmp_path)
+    q, _, _ = make_file(tmp_path, "q.txt")
+    assert run("vectors", "info", p).exit_code == 0
+    assert run("vectors", "info", q).exit_code == 0
+    os.unlink(q)
+    r = run("vectors", "cache")
+    assert r.exit_code == 0, r.output
+    rows = sorted(line.split("\t")[0] for line in r.stdout.splitlines())
+    assert rows == ["current", "orphaned"]
+    assert "found 2 cache files" in r.stderr
+    assert run("vectors", "cache", "--all").exit_code == 1  # --all needs --clean
+    r = run("vectors", "cache", "--clean", "--json")
+    assert [json.loads(x)["source"] for x in r.stdout.splitlines()] == [q]
+    r = run("vectors", "cache", "--clean", "--all")
+    assert r.exit_code == 0 and "removed 1 cache file" in r.stderr
+    assert run("vectors", "cache").stdout == ""

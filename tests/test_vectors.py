@@ -284,6 +284,37 @@ def test_file_errors(tmp_path):
 # ----------------------------------------------------------------------------- cache
 
 
+def test_cache_entries_and_cleaning(tmp_path, _cache_dir):
+    words, m = sample()
+    keep = write(tmp_path / "keep.txt", text_bytes(words, m))
+    gone = write(tmp_path / "gone.txt", text_bytes(words, m))
+    changed = write(tmp_path / "changed.txt", text_bytes(words, m))
+    for p in (keep, gone, changed):
+        load_vectors(p)
+    os.unlink(gone)
+    write(tmp_path / "changed.txt", text_bytes(words[:-1], m[:-1]))
+    d = _cache_dir / "vectors"
+    (d / "junk.kxv").write_bytes(b"not a cache")
+    partial = d / ".x.kxv.abc.kxtmp"
+    partial.write_bytes(b"half")
+    os.utime(partial, (1, 1))  # an interrupted write, long ago
+    (d / ".y.kxv.def.kxtmp").write_bytes(b"in progress")  # recent: left alone
+    status = {(os.path.basename(e.source or e.path), e.status) for e in V.cache_entries()}
+    assert status == {
+        ("keep.txt", "current"),
+        ("gone.txt", "orphaned"),
+        ("changed.txt", "stale"),
+        ("junk.kxv", "damaged"),
+        (".x.kxv.abc.kxtmp", "partial"),
+    } and len(V.cache_entries()) == 5
+    removed = V.clean_cache()
+    assert {e.status for e in removed} == {"orphaned", "stale", "damaged", "partial"}
+    assert [e.status for e in V.cache_entries()] == ["current"]
+    assert load_vectors(keep).cache_path is not None
+    assert len(V.clean_cache(everything=True)) == 1 and V.cache_entries() == []
+    assert sorted(os.listdir(d)) == [".y.kxv.def.kxtmp"]
+
+
 def test_cache_is_written_and_used(tmp_path, _cache_dir, monkeypatch):
     words, m = sample()
     p = write(tmp_path / "v.txt", text_bytes(words, m))

@@ -1,4 +1,5 @@
-"""`kxtool vectors info|convert`: inspect word-vector files and convert them to the cache format."""
+"""`kxtool vectors info|convert|cache`: inspect word-vector files, convert them to the cache
+format, and list or clean the cache."""
 
 from __future__ import annotations
 
@@ -156,6 +157,61 @@ def convert(
             f"kxtool: wrote {len(vec)} words x {vec.dim} dimensions ({vec.format} input) to"
             f" {dst} ({format_size(size) if size >= 1024 else f'{size} bytes'})"
         )
+
+
+@vectors_app.command("cache")
+@guard
+def cache(
+    clean: bool = typer.Option(
+        False, "--clean", help="Delete the cache files no load can use any more."
+    ),
+    everything: bool = typer.Option(
+        False, "--all", help="With --clean: delete every cache file, current ones too."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file."),
+) -> None:
+    """List (or clean) the vector cache: one line per file, status, size and source.
+
+    The first load of a vectors file writes a cache in $KXTOOL_CACHE_DIR (else
+    $XDG_CACHE_HOME/kxtool, else ~/.cache/kxtool). A cache is `current` while its source file
+    exists unchanged; `stale` when the source changed since (the next load rebuilds it),
+    `orphaned` when the source is gone, `damaged` when unreadable, `partial` when an
+    interrupted write left it. `--clean` deletes all but the current ones.
+
+    Examples:
+
+        kxtool vectors cache
+
+        kxtool vectors cache --clean
+    """
+    from ..errors import KxError
+    from ..textio import format_size
+    from ..vectors import cache_dir, cache_entries, clean_cache
+
+    if everything and not clean:
+        raise KxError("--all needs --clean")
+    entries = clean_cache(everything=everything) if clean else cache_entries()
+    if as_json:
+        for e in entries:
+            print_json(
+                {
+                    "path": e.path,
+                    "bytes": e.bytes,
+                    "source": e.source,
+                    "status": e.status,
+                    "removed": clean,
+                }
+            )
+    else:
+        for e in entries:
+            sys.stdout.write(f"{e.status}\t{e.bytes}\t{e.source or '-'}\t{e.path}\n")
+        sys.stdout.flush()
+    total = sum(e.bytes for e in entries)
+    verb = "removed" if clean else "found"
+    err(
+        f"kxtool: {verb} {len(entries)} cache {'file' if len(entries) == 1 else 'files'}"
+        f" ({format_size(total) if total >= 1024 else f'{total} bytes'}) in {cache_dir()}"
+    )
 
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, str]]:
