@@ -1665,6 +1665,12 @@ def _read_range(
     try:
         fd = fds.get(path)
         if fd is None:
+            # ranges come in input order: keep only the current input open (any number of
+            # inputs works under a low open-file limit)
+            for old in fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(old)
+            fds.clear()
             fd = fds[path] = os.open(path, os.O_RDONLY)
         got = _pread_into(fd, data[:length], offset)
     except OSError as e:

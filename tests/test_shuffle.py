@@ -496,6 +496,27 @@ def test_many_piles_under_a_low_open_file_limit(tmp_path):
     assert Counter(records(out.read_bytes())) == Counter(lines)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_more_inputs_than_the_open_file_limit(tmp_path, jobs):
+    paths, lines = [], []
+    for f in range(60):
+        part = [b"file %d line %d " % (f, i) + b"q" * (i % 50) for i in range(150)]
+        paths.append(write(tmp_path / f"in{f:02d}.txt", b"\n".join(part) + b"\n"))
+        lines += part
+    out = tmp_path / "out.txt"
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))\n"
+        "from kxtool.shuffle import shuffle_files\n"
+        f"r = shuffle_files({paths!r}, {str(out)!r}, memory='64K', seed=3, jobs={jobs})\n"
+        "print(r.in_memory)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(), text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False"]
+    assert Counter(records(out.read_bytes())) == Counter(lines)
+
+
 def test_sigint_and_sigterm_remove_temporary_files(tmp_path):
     for sig, code in [(signal.SIGINT, 130), (signal.SIGTERM, 143)]:
         tmp = tmp_path / f"tmp{int(sig)}"
