@@ -80,8 +80,8 @@ IN_MEMORY_SHARE = 0.8
 UNKNOWN_SIZE_PILE_BITS = 8
 #: Expansion assumed for compressed inputs when planning piles.
 COMPRESSION_GUESS = 5
-#: Bytes of memory one (run, pile) entry of the pile index takes.
-_INDEX_ENTRY = 32
+#: Bytes of memory one (run, pile) entry of the pile index takes (two uint32).
+_INDEX_ENTRY = 8
 #: Smallest budget accepted.
 MIN_MEMORY = 4 << 10
 #: Disk-space head-room asked for beyond the estimate.
@@ -379,23 +379,29 @@ class _Runs:
         self.fd: int | None = None
         self.end = 0
         self.files: list[str] = [self.path] if directory is not None else []
-        self.run_file: list[int] = []  # per run: its file, an index into files
-        self.counts: list[np.ndarray] = []  # per run: records in each pile
-        self.sizes: list[np.ndarray] = []  # per run: data bytes of each pile
-        self.key_offsets: list[np.ndarray] = []  # per run: where each pile's keys start
-        self.data_offsets: list[np.ndarray] = []  # per run: where each pile's bytes start
+        # the pile index: per run, its file (an index into files), where its keys and its bytes
+        # start, and the records and data bytes of each of its piles (uint32 each: a pile's
+        # offsets within a run follow from the piles before it, see _positions)
+        self.run_file: list[int] = []
+        self.key_base: list[int] = []
+        self.data_base: list[int] = []
+        self._counts: list[np.ndarray] = []
+        self._sizes: list[np.ndarray] = []
         self.memory: list[tuple[np.ndarray, np.ndarray]] = []  # per run in memory: keys, data
         self._fds: dict[int, int] = {}
+        self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
+        self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["fd"] = None
         state["_fds"] = {}
+        state["_cursor"] = None
         return state
 
     @property
     def runs(self) -> int:
-        return len(self.counts)
+        return len(self.run_file)
 
     @property
     def in_memory(self) -> bool:
@@ -430,13 +436,12 @@ class _Runs:
             del starts, lengths
             gkeys = keys[order]
             del order
-        key_offsets = np.zeros(self.piles, dtype=np.int64)
-        np.cumsum(counts[:-1] * 8, out=key_offsets[1:])
-        data_offsets = np.zeros(self.piles, dtype=np.int64)
-        np.cumsum(sizes[:-1], out=data_offsets[1:])
+        self._thaw()
         if self.directory is None:
             self.memory.append((gkeys, grouped))
             self.run_file.append(-1)
+            self.key_base.append(0)
+            self.data_base.append(0)
         else:
             base = self.end
             try:
@@ -448,25 +453,49 @@ class _Runs:
             except OSError as e:
                 raise os_error(e, self.path, "cannot write temporary file") from None
             self.end = base + 8 * n + len(grouped)
-            key_offsets += base
-            data_offsets += base + 8 * n
             self.run_file.append(0)
-        self.counts.append(counts)
-        self.sizes.append(sizes)
-        self.key_offsets.append(key_offsets)
-        self.data_offsets.append(data_offsets)
+            self.key_base.append(base)
+            self.data_base.append(base + 8 * n)
+        self._counts.append(counts.astype(np.uint32))
+        # uint32 unless a pile of this run holds 4 GiB or more (a giant record, a huge budget)
+        self._sizes.append(sizes.astype(np.uint32 if sizes.max() < 1 << 32 else np.uint64))
 
     def adopt(self, other: _Runs) -> None:
         """Add the runs of ``other`` (same piles), written by another process."""
         assert other.piles == self.piles and other.shift == self.shift
         assert not self.in_memory and not other.in_memory
+        self._thaw()
+        other._thaw()
         base = len(self.files)
         self.files.extend(other.files)
         self.run_file.extend(base + i for i in other.run_file)
-        self.counts.extend(other.counts)
-        self.sizes.extend(other.sizes)
-        self.key_offsets.extend(other.key_offsets)
-        self.data_offsets.extend(other.data_offsets)
+        self.key_base.extend(other.key_base)
+        self.data_base.extend(other.data_base)
+        self._counts.extend(other._counts)
+        self._sizes.extend(other._sizes)
+        self._frozen = None
+
+    def _thaw(self) -> None:
+        """Back to per-run lists, so that runs can be added again."""
+        if self._frozen is not None:
+            counts, sizes = self._frozen
+            self._counts = [counts[:, r].copy() for r in range(counts.shape[1])]
+            self._sizes = [sizes[:, r].copy() for r in range(sizes.shape[1])]
+            self._frozen = None
+            self._cursor = None
+
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Records and data bytes of every (pile, run), as two (piles, runs) arrays."""
+        if self._frozen is None:
+            if self._counts:
+                counts = np.ascontiguousarray(np.stack(self._counts, axis=1))
+                sizes = np.ascontiguousarray(np.stack(self._sizes, axis=1))
+            else:
+                counts = sizes = np.zeros((self.piles, 0), dtype=np.uint32)
+            self._counts, self._sizes = [], []  # one copy of the index is enough
+            self._frozen = (counts, sizes)
+            self._cursor = None
+        return self._frozen
 
     def index_bytes(self) -> int:
         """Memory taken by the pile index."""
@@ -474,10 +503,24 @@ class _Runs:
 
     def pile_totals(self) -> tuple[np.ndarray, np.ndarray]:
         """Records and data bytes of every pile, over all runs."""
-        if not self.runs:
-            z = np.zeros(self.piles, dtype=np.int64)
-            return z, z
-        return np.sum(self.counts, axis=0), np.sum(self.sizes, axis=0)
+        counts, sizes = self._index()
+        return counts.sum(axis=1, dtype=np.int64), sizes.sum(axis=1, dtype=np.int64)
+
+    def _positions(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where pile ``p``'s keys and bytes start in every run: the run's start plus the
+        piles before ``p``, kept as a cursor (piles are mostly visited in increasing order)."""
+        counts, sizes = self._index()
+        if self._cursor is None or p < self._cursor[0]:
+            kpos = np.array(self.key_base, dtype=np.int64)
+            dpos = np.array(self.data_base, dtype=np.int64)
+            at = 0
+        else:
+            at, kpos, dpos = self._cursor
+        if p > at:
+            kpos = kpos + 8 * counts[at:p].sum(axis=0, dtype=np.int64)
+            dpos = dpos + sizes[at:p].sum(axis=0, dtype=np.int64)
+        self._cursor = (p, kpos, dpos)
+        return kpos, dpos
 
     def _fd(self, i: int) -> int:
         if i == 0 and self.fd is not None:
@@ -494,33 +537,39 @@ class _Runs:
     def pile_parts(self, p: int, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The bytes and keys of pile ``p``, in parts of whole runs' segments of about
         ``limit`` bytes at most (a single segment may be larger)."""
-        segments = [
-            (r, int(self.counts[r][p]), int(self.sizes[r][p]))
-            for r in range(self.runs)
-            if self.counts[r][p]
-        ]
+        counts, sizes = self._index()
+        kpos, dpos = self._positions(p)
+        rs = np.flatnonzero(counts[p])
+        segments = list(
+            zip(
+                rs.tolist(),
+                counts[p, rs].tolist(),
+                sizes[p, rs].tolist(),
+                kpos[rs].tolist(),
+                dpos[rs].tolist(),
+                strict=True,
+            )
+        )
         i = 0
         while i < len(segments):
             j, size = i + 1, segments[i][2]
             while j < len(segments) and size + segments[j][2] <= limit:
                 size += segments[j][2]
                 j += 1
-            yield self._read(p, segments[i:j], size)
+            yield self._read(segments[i:j], size)
             i = j
 
     def _read(
-        self, p: int, segments: list[tuple[int, int, int]], size: int
+        self, segments: list[tuple[int, int, int, int, int]], size: int
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.in_memory and len(segments) == 1:
-            r, n, nbytes = segments[0]
+            r, n, nbytes, k, d = segments[0]
             keys, data = self.memory[r]
-            k, d = int(self.key_offsets[r][p]) // 8, int(self.data_offsets[r][p])
-            return data[d : d + nbytes], keys[k : k + n]
+            return data[d : d + nbytes], keys[k // 8 : k // 8 + n]
         data = np.empty(size, dtype=np.uint8)
-        keys = np.empty(sum(n for _r, n, _s in segments), dtype=np.uint64)
+        keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
         at = kat = 0
-        for r, n, nbytes in segments:
-            k, d = int(self.key_offsets[r][p]), int(self.data_offsets[r][p])
+        for r, n, nbytes, k, d in segments:
             if self.in_memory:
                 run_keys, run_data = self.memory[r]
                 keys[kat : kat + n] = run_keys[k // 8 : k // 8 + n]
@@ -870,7 +919,7 @@ def shuffle_files(
         jobs = default_jobs()
     if jobs < 1:
         raise KxError("--jobs must be at least 1")
-    unit = _work_unit(budget, planning_total)
+    unit = _work_unit(budget, planning_total, jobs)
     reader = _Reader(paths, sep, header, unit // 2, budget // 4, progress, known_total)
     in_memory_limit = int(IN_MEMORY_SHARE * budget)
     if jobs > 1:  # room for the workers' batches while the main process still holds chunks
@@ -892,7 +941,7 @@ def shuffle_files(
             bits = (
                 _pile_bits
                 if _pile_bits is not None
-                else _pile_bits_for(known_total, ranges.per_byte, unit)
+                else _pile_bits_for(known_total, ranges.per_byte, unit, budget, jobs)
             )
             pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
             tmp_ctx.callback(pool.stop)
@@ -956,7 +1005,7 @@ def shuffle_files(
         if _pile_bits is not None:
             bits = _pile_bits
         else:
-            bits = _pile_bits_for(planning_total, per_byte, unit)
+            bits = _pile_bits_for(planning_total, per_byte, unit, budget, jobs)
         space = None if known_total is not None else directory
         stream = _chain(held, chunks)
         if jobs > 1:
@@ -1449,29 +1498,66 @@ def _planning_size(paths: Sequence[str]) -> int | None:
         return None
 
 
-def _work_unit(budget: int, known_total: int | None) -> int:
+#: Resting memory per byte assumed before any record is seen (lines of about 100 bytes).
+_PER_BYTE_GUESS = 1.16
+
+
+def _work_per_byte(per_byte: float) -> float:
+    """Work memory per data byte (see :func:`_work_memory`), from the resting memory per byte
+    (``1 + RECORD_REST / mean record length``)."""
+    return 2.0 + RECORD_WORK * max(0.0, per_byte - 1.0) / RECORD_REST
+
+
+def _unit_cap(budget: int, jobs: int) -> int:
+    return max(MIN_MEMORY // 4, budget // (2 * max(1, jobs)))
+
+
+def _pile_plan(total: int, per_byte: float, unit: int, budget: int, jobs: int) -> tuple[int, int]:
+    """Pile bits and the size of the pile index for ``total`` bytes in runs of ``unit``."""
+    wpb = _work_per_byte(per_byte)
+    # a pile holds about half a work unit, and its work memory stays within half a worker's
+    # share of the budget (pass 2 checks 0.6 and splits a pile again beyond that)
+    pile_bytes = min(unit * PILE_SHARE / per_byte, 0.5 * (budget / max(1, jobs)) / wpb)
+    bits = min(16, max(1, math.ceil(math.log2(max(2.0, total / pile_bytes)))))
+    run_bytes = max(unit / wpb, min(MAX_BLOCK, unit // 2))
+    index = math.ceil(total / run_bytes) * (1 << bits) * _INDEX_ENTRY
+    return bits, index
+
+
+def _work_unit(budget: int, known_total: int | None, jobs: int = 1) -> int:
     """The memory a batch (pass 1) and a pile (pass 2) aim at.
 
     Small units keep the working set in cache and are markedly faster than budget-sized ones;
-    they are made bigger only where the pile index (runs x piles) would otherwise grow too
-    large, on very large inputs.
+    they are made bigger only where the pile index (runs x piles) would otherwise take more
+    than an eighth of the budget, on very large inputs, and never beyond half a worker's
+    share of the budget.
     """
-    unit = WORK_UNIT
+    cap = _unit_cap(budget, jobs)
+    unit = min(WORK_UNIT, cap)
     if known_total is not None:
-        est = 2.0 * known_total  # memory of the records, roughly (refined after one batch)
-        unit = max(unit, int(est * math.sqrt(16 * _INDEX_ENTRY / budget)))
-    return max(MIN_MEMORY // 4, min(unit, budget // 2))
+        while unit < cap:
+            _bits, index = _pile_plan(known_total, _PER_BYTE_GUESS, unit, budget, jobs)
+            if index <= budget / 8:
+                break
+            unit = min(cap, 2 * unit)
+    return unit
 
 
-def _pile_bits_for(known_total: int | None, per_byte: float, unit: int) -> int:
-    """Enough piles that each one is about half a work unit (it must fit in memory in pass 2;
-    smaller piles measured faster here)."""
+def _pile_bits_for(
+    known_total: int | None, per_byte: float, unit: int, budget: int, jobs: int = 1
+) -> int:
+    """Enough piles that each one is about half a work unit and fits in memory in pass 2
+    (smaller piles measured faster here), unless the pile index would then take more than an
+    eighth of the budget: then fewer, bigger piles, which pass 2 splits again."""
     if known_total is None:
         # unknown size (stdin, compressed): plan for a large input; piles that still turn out
         # too big are split again in pass 2, which changes nothing in the output
         return UNKNOWN_SIZE_PILE_BITS
-    piles = max(2, math.ceil(known_total * per_byte / (unit * PILE_SHARE)))
-    return min(16, max(1, math.ceil(math.log2(piles))))
+    bits, index = _pile_plan(known_total, per_byte, unit, budget, jobs)
+    while bits > 1 and index > budget / 8:
+        bits -= 1
+        index //= 2
+    return bits
 
 
 def _drain(
@@ -1550,11 +1636,14 @@ class _Spiller:
             self.flush()
 
     def flush(self) -> None:
-        if len(self.data) == 1:
-            self.runs.spill(self.data[0], self.keys[0], self.ends)
-        elif self.data:
-            self.runs.spill(np.concatenate(self.data), np.concatenate(self.keys))
+        data, keys, ends = self.data, self.keys, self.ends
         self.data, self.keys, self.ends, self.memory = [], [], None, 0
+        if len(data) == 1:
+            self.runs.spill(data[0], keys[0], ends)
+        elif data:
+            joined = np.concatenate(data)
+            del data[:]  # let go of the pieces before the run is grouped
+            self.runs.spill(joined, np.concatenate(keys))
 
 
 class _PipeSink(_Sink):

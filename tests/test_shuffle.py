@@ -670,3 +670,19 @@ def test_direct_writes_give_the_same_output(tmp_path, monkeypatch, jobs, memory)
     direct = tmp_path / "direct.txt"
     shuffle_files([str(src)], str(direct), memory=memory, seed=6, jobs=jobs, header=2)
     assert direct.read_bytes() == plain.read_bytes()
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 4])
+def test_plan_keeps_the_pile_index_and_piles_within_the_budget(jobs):
+    for total in (10**6, 10**9, 2 * 10**9, 2 * 10**10, 2 * 10**11, 10**12):
+        for budget in (16 << 20, 512 << 20, 1 << 30, 4 << 30):
+            unit = sh._work_unit(budget, total, jobs)
+            assert unit <= max(sh.WORK_UNIT, budget // (2 * jobs))
+            bits = sh._pile_bits_for(total, 1.15, unit, budget, jobs)
+            full_bits, _ = sh._pile_plan(total, 1.15, unit, budget, jobs)
+            _, index = sh._pile_plan(total, 1.15, unit, budget, jobs)
+            index >>= full_bits - bits
+            assert index <= budget / 8 or bits == 1, (total, budget, jobs)
+            pile = total / (1 << bits)
+            if bits == full_bits:  # piles fit in memory in pass 2 (otherwise split again)
+                assert sh._work_memory(pile, pile / 100) <= 0.6 * budget / jobs
