@@ -10,19 +10,28 @@ The permutation
     stay aligned).
 
 The passes
-    Records are read once, in batches that fit the memory budget. If the whole input fits, it is
-    ordered in memory and written. Otherwise each batch is *spilled* to a run file in the
-    temporary directory, grouped into piles by the top bits of its keys (a counting sort), with
-    each pile's keys beside its bytes. Pass 2 loads one pile at a time (its segments from every
-    run), orders it by key and writes it; since piles partition the key space in order, the
-    concatenation is the fully ordered output. A pile too big for memory is scattered again by
-    the next key bits, which changes nothing in the output.
+    Records are read once, in batches that fit the memory budget, straight into numpy buffers
+    (they never become Python objects; see :mod:`kxtool.records`). Each batch is grouped into
+    piles by the top bits of its keys (a counting sort) and kept as a *run*: in memory when the
+    whole input fits, else appended to a run file in the temporary directory. Pass 2 loads one
+    pile at a time (its segments from every run), orders it by key and writes it; since piles
+    partition the key space in order, the concatenation is the fully ordered output. A pile
+    too big for memory is scattered again by the next key bits, which changes nothing in the
+    output.
+
+Workers
+    With ``jobs`` > 1 and an input too big for memory, worker processes share both passes.
+    Plain input files are cut into byte ranges that the workers read themselves; each learns
+    the index of its first record once the ranges before it are counted. Stdin and compressed
+    inputs are read here and handed out through pipes. In pass 2 the workers write their piles
+    straight into a single plain output file (positional writes; large outputs around the page
+    cache), otherwise they send them back in order.
 
 Memory
-    Every per-record structure is counted against the budget: the bytes themselves, the Python
-    object that holds them and its list slot, the key and the sort arrays
-    (:data:`RECORD_OVERHEAD` bytes a record in all). Only a few files are open at any time, so
-    the number of piles and runs is not limited by the open-file limit.
+    Every per-record structure is counted against the budget: the bytes (twice while a batch
+    or pile is reordered), and the offsets, key and sort arrays (:data:`RECORD_WORK` bytes a
+    record; :data:`RECORD_REST` while a record waits in memory). Only a few files are open at
+    any time, so the number of piles, runs and inputs is not limited by the open-file limit.
 """
 
 from __future__ import annotations
@@ -1273,8 +1282,9 @@ def _read_header(path: str, sep: bytes, n: int, max_record: int) -> tuple[list[b
 
 
 class _Pool:
-    """Worker processes that share both passes: the main process reads and writes, workers
-    split, key, spill, order and join. The output is the same as with one process."""
+    """Worker processes that share both passes: workers read (their own byte ranges, or chunks
+    the main process sends), key, spill, order and write; the main process coordinates. The
+    output is the same as with one process."""
 
     def __init__(
         self,
