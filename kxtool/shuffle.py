@@ -83,6 +83,8 @@ CACHE_BUCKET = 64 << 20
 WORK_UNIT = 16 << 20
 #: Size of a pile relative to a pass-1 batch: smaller piles keep the pass-2 gather in cache.
 PILE_SHARE = 0.5
+#: Bytes of input per thread when an input that fits is ordered in memory by several threads.
+THREAD_MIN = 32 << 20
 #: Share of the budget the records may take when the whole input is ordered in memory.
 IN_MEMORY_SHARE = 0.8
 #: Piles when the input size is not known in advance (stdin, compressed inputs).
@@ -423,6 +425,13 @@ class _Runs:
     def spill(self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None) -> None:
         """Add one run: the records of ``data`` (whole records, separators included; ``ends``
         when already found) with their ``keys``, grouped by pile."""
+        self.store(self.group(data, keys, ends))
+
+    def group(
+        self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A batch grouped by pile, ready for :meth:`store`: its keys and bytes, and the
+        records and bytes of each pile. Touches nothing shared (threads may call it)."""
         n = len(keys)
         if self.piles == 1:
             counts = np.array([n], dtype=np.int64)
@@ -445,6 +454,12 @@ class _Runs:
             del starts, lengths
             gkeys = keys[order]
             del order
+        return gkeys, grouped, counts, sizes
+
+    def store(self, run: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Add a run made by :meth:`group`: in memory, or appended to this process's file."""
+        gkeys, grouped, counts, sizes = run
+        n = len(gkeys)
         self._thaw()
         if self.directory is None:
             self.memory.append((gkeys, grouped))
@@ -795,7 +810,7 @@ class ShuffleResult:
     in_memory: bool
     runs: int
     piles: int
-    jobs: int
+    jobs: int  # worker processes, or threads for an input ordered in memory
     outputs: list[str]
 
 
@@ -982,15 +997,11 @@ def shuffle_files(
             if held_bytes > unit * PILE_SHARE:
                 bits = min(16, math.ceil(math.log2(held_bytes / (unit * PILE_SHARE))))
             runs = _Runs(None, sep, 0, bits, "memory")
-            start = 0
             held.reverse()
-            while held:
-                chunk = held.pop()
-                runs.spill(chunk.data, record_keys(seed, start, chunk.count))
-                start += chunk.count
-                del chunk
+            threads = min(jobs, 1 + held_bytes // THREAD_MIN)
+            start = _group_in_memory(runs, held, seed, threads)
             writer = _Writer(outs, output, shards, start, reader.header, sep, progress, held_bytes)
-            _drain_to_output(runs, budget, writer)
+            _drain_to_output(runs, budget, writer, threads)
             runs.remove()
             return ShuffleResult(
                 seed,
@@ -1000,7 +1011,7 @@ def shuffle_files(
                 True,
                 0,
                 0,
-                1,
+                threads,
                 writer.finish(),
             )
 
@@ -1582,9 +1593,13 @@ def _drain(
             sink.end_pile()
 
 
-def _drain_to_output(runs: _Runs, budget: int, writer: _Writer) -> None:
+def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1) -> None:
     """Pass 2 in this process: straight into a single plain output file with positional writes
-    (large outputs around the page cache), otherwise through the writer."""
+    (large outputs around the page cache), otherwise through the writer. Runs held in memory
+    may be ordered by several ``threads`` (numpy lets go of the interpreter while it works)."""
+    if threads > 1 and runs.in_memory:
+        _drain_threaded(runs, budget // threads, writer, threads)
+        return
     target = writer.direct_target()
     if target is None:
         _drain(runs, budget, writer)
@@ -1600,6 +1615,105 @@ def _drain_to_output(runs: _Runs, budget: int, writer: _Writer) -> None:
     if sink.offset != base + total:
         raise KxError(f"internal error: wrote {sink.offset - base} bytes of {total}")
     writer.advance_done(total)
+
+
+def _group_in_memory(runs: _Runs, held: list[_Chunk], seed: int, threads: int) -> int:
+    """Key and group the chunks of ``held`` (last first) into runs in memory, letting go of each
+    chunk once grouped; with several threads, a few chunks at a time. Returns the records."""
+    start = 0
+    if threads <= 1:
+        while held:
+            chunk = held.pop()
+            runs.spill(chunk.data, record_keys(seed, start, chunk.count))
+            start += chunk.count
+            del chunk
+        return start
+    from concurrent.futures import ThreadPoolExecutor
+
+    def group(data: np.ndarray, first: int, count: int):  # type: ignore[no-untyped-def]
+        return runs.group(data, record_keys(seed, first, count))
+
+    pending = []
+    with ThreadPoolExecutor(threads) as ex:
+        while held or pending:
+            while held and len(pending) < threads:
+                chunk = held.pop()
+                pending.append(ex.submit(group, chunk.data, start, chunk.count))
+                start += chunk.count
+                del chunk
+            runs.store(pending.pop(0).result())  # in order, though the order does not matter
+    return start
+
+
+class _Collect(_Sink):
+    """Keeps what is written, to be written in order later."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.parts.append((data, lengths))
+
+
+def _drain_threaded(runs: _Runs, budget: int, writer: _Writer, threads: int) -> None:
+    """Pass 2 over runs in memory with several threads: piles are read here, in order, and
+    ordered by the threads; they write a plain output at each pile's offset themselves,
+    otherwise their results are written here in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    counts, sizes = runs.pile_totals()
+    piles = np.flatnonzero(counts).tolist()
+    total = int(sizes.sum())
+    shift = runs.shift + runs.bits
+    sep = runs.sep[0]
+    target = writer.direct_target()
+    out = None
+    if target is not None:
+        path, base = target
+        out = PositionalWriter(path, writer.output, direct=total >= DIRECT_MIN)
+        offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
+
+    def order(p: int, data: np.ndarray, keys: np.ndarray) -> _Collect | int:
+        if out is not None:
+            sink = _OffsetSink(out, offsets[p])
+            _emit_ordered(data, keys, shift, sep, sink)
+            return sink.offset - offsets[p]
+        collect = _Collect()
+        _emit_ordered(data, keys, shift, sep, collect)
+        return collect
+
+    def finish(result: _Collect | int) -> None:
+        if isinstance(result, int):
+            writer.advance(result)
+        else:
+            for data, lengths in result.parts:
+                writer.write(data, lengths)
+
+    try:
+        pending = []
+        with ThreadPoolExecutor(threads) as ex:
+            for p in piles:
+                n, nbytes = int(counts[p]), int(sizes[p])
+                if _work_memory(nbytes, n) > 0.6 * budget and shift < 56:
+                    for f in pending:  # a pile too big for a thread: alone, in order
+                        finish(f.result())
+                    pending = []
+                    sink: _Sink | _Writer = writer if out is None else _OffsetSink(out, offsets[p])
+                    _drain_pile(runs, p, n, nbytes, budget * threads, sink)
+                    if out is not None:
+                        writer.advance(nbytes)
+                    continue
+                for data, keys in runs.pile_parts(p, nbytes):
+                    pending.append(ex.submit(order, p, data, keys))
+                while len(pending) > 2 * threads:
+                    finish(pending.pop(0).result())
+            for f in pending:
+                finish(f.result())
+    finally:
+        if out is not None:
+            out.close()
+    if out is not None:
+        writer.advance_done(total)
 
 
 def _drain_pile(

@@ -686,3 +686,32 @@ def test_plan_keeps_the_pile_index_and_piles_within_the_budget(jobs):
             pile = total / (1 << bits)
             if bits == full_bits:  # piles fit in memory in pass 2 (otherwise split again)
                 assert sh._work_memory(pile, pile / 100) <= 0.6 * budget / jobs
+
+
+@pytest.mark.parametrize("target", ["plain", "direct", "shards", "gzip"])
+def test_threads_in_memory_give_the_same_output(tmp_path, monkeypatch, target):
+    src = tmp_path / "src.txt"
+    _random_lines_file(src, 2 << 20, seed=4)
+    name = {"plain": "o.txt", "direct": "o.txt", "shards": "o-{}.txt", "gzip": "o.txt.gz"}[target]
+    shards = 3 if target == "shards" else None
+    monkeypatch.setattr(sh, "WORK_UNIT", 1 << 18)  # many chunks and piles
+    outs = []
+    for jobs in (1, 3):
+        d = tmp_path / f"j{jobs}"
+        d.mkdir()
+        if jobs > 1:
+            monkeypatch.setattr(sh, "THREAD_MIN", 1 << 16)
+            if target == "direct":
+                monkeypatch.setattr(sh, "DIRECT_MIN", 0)
+        res = shuffle_files(
+            [str(src)], str(d / name), memory="1G", seed=9, jobs=jobs, shards=shards, header=1
+        )
+        assert res.in_memory
+        outs.append(sorted((p.name, p.read_bytes()) for p in d.iterdir()))
+    assert outs[0] == outs[1]
+    lines = []
+    for _, data in outs[0]:
+        if target == "gzip":
+            data = gzip.decompress(data)
+        lines += data.splitlines()[1:]  # the header tops every shard
+    assert sorted(lines) == sorted(src.read_bytes().splitlines()[1:])

@@ -81,8 +81,8 @@ def shuffle(
         "-j",
         min=1,
         metavar="N",
-        help="Worker processes for inputs that do not fit in memory (default: the cores, at "
-        "most 4). The output does not depend on it.",
+        help="Worker processes for inputs that do not fit in memory, threads for those that do "
+        "(default: the cores, at most 4). The output does not depend on it.",
     ),
     json_out: bool = typer.Option(
         False, "--json", help="Print a JSON summary on stdout (needs -o)."
@@ -126,7 +126,7 @@ def shuffle(
     }
     if verbose:
         how = (
-            "in memory"
+            f"in memory, {result.jobs} {'thread' if result.jobs == 1 else 'threads'}"
             if result.in_memory
             else f"{result.runs} runs, {result.piles} piles, {result.jobs} workers"
         )
