@@ -21,8 +21,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kxtool import shuffle as sh
+from kxtool import textio
 from kxtool.errors import KxError
-from kxtool.shuffle import record_keys, shuffle_files
+from kxtool.shuffle import keys as shkeys
+from kxtool.shuffle import plan, record_keys, shuffle_files
 from kxtool.textio import _sniff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,10 +72,10 @@ def test_order_matches_argsort_even_with_ties():
     )
     keys = np.unique(keys)
     rng.shuffle(keys)
-    assert np.array_equal(sh._order(keys, 0), np.argsort(keys, kind="stable"))
+    assert np.array_equal(shkeys._order(keys, 0), np.argsort(keys, kind="stable"))
     # with a shared prefix
     pref = (keys & np.uint64((1 << 62) - 1)) | np.uint64(1 << 62)
-    assert np.array_equal(sh._order(pref, 2), np.argsort(pref, kind="stable"))
+    assert np.array_equal(shkeys._order(pref, 2), np.argsort(pref, kind="stable"))
 
 
 # ------------------------------------------------------------------ permutation property
@@ -179,7 +181,7 @@ def test_each_line_lands_in_each_position_uniformly():
     n, trials = 8, 8000
     pos = Counter()
     for seed in range(trials):
-        perm = sh._order(record_keys(seed, 0, n), 0)
+        perm = shkeys._order(record_keys(seed, 0, n), 0)
         pos[int(np.flatnonzero(perm == 0)[0])] += 1
     expected = trials / n
     stat = sum((pos[i] - expected) ** 2 / expected for i in range(n))
@@ -425,7 +427,7 @@ def test_record_larger_than_the_budget_is_an_error_with_nothing_left(tmp_path):
 
 def test_space_check_before_the_first_write(tmp_path, corpus, monkeypatch):
     path, _ = corpus
-    monkeypatch.setattr(sh, "free_space", lambda d: 1000)
+    monkeypatch.setattr(plan, "free_space", lambda d: 1000)
     with pytest.raises(KxError, match="not enough free space"):
         shuffle_files([path], str(tmp_path / "o"), memory="8K", seed=1, tmp_dir=tmp_path)
     assert not (tmp_path / "o").exists()
@@ -444,7 +446,7 @@ def test_disk_full_mid_run_leaves_inputs_and_output_untouched(tmp_path, corpus, 
     def failing_spill(self, *args):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), "run")
+            raise textio.os_error(OSError(errno.ENOSPC, "No space left on device"), "run")
         return real_spill(self, *args)
 
     monkeypatch.setattr(sh._Runs, "spill", failing_spill)
@@ -459,13 +461,13 @@ def test_disk_full_mid_run_leaves_inputs_and_output_untouched(tmp_path, corpus, 
 def test_output_write_error_leaves_no_temporary_file(tmp_path, corpus, monkeypatch):
     path, _ = corpus
     out = tmp_path / "out.txt"
-    real = sh.PositionalWriter.pwrite
+    real = textio.PositionalWriter.pwrite
 
     def failing(self, *args):
         real(self, *args)
-        raise sh.os_error(OSError(errno.ENOSPC, "No space left on device"), str(out))
+        raise textio.os_error(OSError(errno.ENOSPC, "No space left on device"), str(out))
 
-    monkeypatch.setattr(sh.PositionalWriter, "pwrite", failing)
+    monkeypatch.setattr(textio.PositionalWriter, "pwrite", failing)
     with pytest.raises(KxError, match="no space left"):
         shuffle_files([path], str(out), seed=1)
     assert sorted(os.listdir(tmp_path)) == ["corpus.txt"]
@@ -575,7 +577,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_all_orders_reachable_small():
-    seen = {tuple(sh._order(record_keys(s, 0, 4), 0)) for s in range(400)}
+    seen = {tuple(shkeys._order(record_keys(s, 0, 4), 0)) for s in range(400)}
     assert seen == set(itertools.permutations(range(4)))
 
 
@@ -666,7 +668,7 @@ def test_direct_writes_give_the_same_output(tmp_path, monkeypatch, jobs, memory)
     _random_lines_file(src, 3 << 20, seed=2)
     plain = tmp_path / "plain.txt"
     shuffle_files([str(src)], str(plain), memory=memory, seed=6, jobs=jobs, header=2)
-    monkeypatch.setattr(sh, "DIRECT_MIN", 0)
+    monkeypatch.setattr(plan, "DIRECT_MIN", 0)
     direct = tmp_path / "direct.txt"
     shuffle_files([str(src)], str(direct), memory=memory, seed=6, jobs=jobs, header=2)
     assert direct.read_bytes() == plain.read_bytes()
@@ -676,16 +678,16 @@ def test_direct_writes_give_the_same_output(tmp_path, monkeypatch, jobs, memory)
 def test_plan_keeps_the_pile_index_and_piles_within_the_budget(jobs):
     for total in (10**6, 10**9, 2 * 10**9, 2 * 10**10, 2 * 10**11, 10**12):
         for budget in (16 << 20, 512 << 20, 1 << 30, 4 << 30):
-            unit = sh._work_unit(budget, total, jobs)
-            assert unit <= max(sh.WORK_UNIT, budget // (2 * jobs))
-            bits = sh._pile_bits_for(total, 1.15, unit, budget, jobs)
-            full_bits, _ = sh._pile_plan(total, 1.15, unit, budget, jobs)
-            _, index = sh._pile_plan(total, 1.15, unit, budget, jobs)
+            unit = plan._work_unit(budget, total, jobs)
+            assert unit <= max(plan.WORK_UNIT, budget // (2 * jobs))
+            bits = plan._pile_bits_for(total, 1.15, unit, budget, jobs)
+            full_bits, _ = plan._pile_plan(total, 1.15, unit, budget, jobs)
+            _, index = plan._pile_plan(total, 1.15, unit, budget, jobs)
             index >>= full_bits - bits
             assert index <= budget / 8 or bits == 1, (total, budget, jobs)
             pile = total / (1 << bits)
             if bits == full_bits:  # piles fit in memory in pass 2 (otherwise split again)
-                assert sh._work_memory(pile, pile / 100) <= 0.6 * budget / jobs
+                assert plan._work_memory(pile, pile / 100) <= 0.6 * budget / jobs
 
 
 @pytest.mark.parametrize("target", ["plain", "direct", "shards", "gzip"])
@@ -694,15 +696,15 @@ def test_threads_in_memory_give_the_same_output(tmp_path, monkeypatch, target):
     _random_lines_file(src, 2 << 20, seed=4)
     name = {"plain": "o.txt", "direct": "o.txt", "shards": "o-{}.txt", "gzip": "o.txt.gz"}[target]
     shards = 3 if target == "shards" else None
-    monkeypatch.setattr(sh, "WORK_UNIT", 1 << 18)  # many chunks and piles
+    monkeypatch.setattr(plan, "WORK_UNIT", 1 << 18)  # many chunks and piles
     outs = []
     for jobs in (1, 3):
         d = tmp_path / f"j{jobs}"
         d.mkdir()
         if jobs > 1:
-            monkeypatch.setattr(sh, "THREAD_MIN", 1 << 16)
+            monkeypatch.setattr(plan, "THREAD_MIN", 1 << 16)
             if target == "direct":
-                monkeypatch.setattr(sh, "DIRECT_MIN", 0)
+                monkeypatch.setattr(plan, "DIRECT_MIN", 0)
         res = shuffle_files(
             [str(src)], str(d / name), memory="1G", seed=9, jobs=jobs, shards=shards, header=1
         )

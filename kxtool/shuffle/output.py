@@ -1,0 +1,374 @@
+"""Pass 2: ordering piles and writing them to the outputs (one file, shards, stdout,
+compressed), in this process or with threads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing.connection import Connection
+from typing import BinaryIO
+
+import numpy as np
+
+from ..errors import KxError
+from ..progress import Progress
+from ..records import gather, record_ends, starts_of
+from ..textio import (
+    STDIO,
+    AtomicOutputs,
+    PositionalWriter,
+    compression_for_name,
+)
+from . import plan
+from .keys import _order, record_keys
+from .plan import CACHE_BUCKET, _work_memory
+from .reading import _Chunk
+from .runs import _Runs, _Spiller
+
+
+class _Writer:
+    """Writes ordered records to one output or to shards of near-equal line counts."""
+
+    def __init__(
+        self,
+        outputs: AtomicOutputs,
+        output: str,
+        shards: int | None,
+        total: int,
+        header: Sequence[bytes],
+        sep: bytes,
+        progress: Progress | None,
+        total_bytes: int | None,
+    ) -> None:
+        self.outputs = outputs
+        self.output = output
+        self.shards = shards
+        self.sep = sep
+        self.header = b"".join(h + sep for h in header)
+        self.progress = progress
+        self.total_bytes = total_bytes
+        self.written_bytes = 0
+        if shards:
+            self.bounds = [total * j // shards for j in range(shards + 1)]
+        else:
+            self.bounds = [0, total]
+        self.shard = -1
+        self.file: BinaryIO | None = None
+        self.done = 0  # records written
+        self.paths: list[str] = []
+
+    def _open_next(self) -> None:
+        self.shard += 1
+        path = self.output.format(self.shard) if self.shards else self.output
+        lines = self.bounds[self.shard + 1] - self.bounds[self.shard]
+        total_lines = self.bounds[-1]
+        size = len(self.header)
+        if self.total_bytes and total_lines:
+            size += self.total_bytes * lines // total_lines
+        self.file = self.outputs.open(path, size)
+        self.paths.append(path)
+        if self.header:
+            self.file.write(self.header)
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        """Write ``data``: whole records, each with its separator (``lengths``, when given,
+        are their lengths; they are found when a shard boundary falls inside)."""
+        count = len(lengths) if lengths is not None else int(np.count_nonzero(data == self.sep[0]))
+        i = pos = 0
+        while i < count:
+            while self.file is None or self.done >= self.bounds[self.shard + 1]:
+                self._open_next()
+            room = self.bounds[self.shard + 1] - self.done
+            if count - i <= room:
+                cut, took = len(data), count - i
+            else:  # a shard ends inside (rare)
+                if lengths is None:
+                    lengths = np.diff(record_ends(data, self.sep[0]), prepend=0)
+                cut, took = pos + int(lengths[i : i + room].sum()), room
+            self.file.write(memoryview(data[pos:cut]))
+            self.written_bytes += cut - pos
+            self.done += took
+            i += took
+            pos = cut
+        if self.progress is not None:
+            self.progress("writing", self.written_bytes, self.total_bytes)
+
+    def phase(self) -> int | None:
+        return None
+
+    def direct_target(self) -> tuple[str, int] | None:
+        """For workers writing in place: the temporary file of a single plain output and the
+        offset where records start, after the header (which is written here)."""
+        if self.shards or self.output == STDIO or compression_for_name(self.output):
+            return None
+        if self.file is None:
+            self._open_next()
+        assert self.file is not None
+        self.file.flush()
+        return self.outputs.temp_path(self.output), len(self.header)
+
+    def advance(self, nbytes: int) -> None:
+        """Records were written by workers: account for them (progress)."""
+        self.written_bytes += nbytes
+        if self.progress is not None:
+            self.progress("writing", self.written_bytes, self.total_bytes)
+
+    def advance_done(self, nbytes: int) -> None:
+        """Workers wrote every record (``nbytes`` after the header): move to the end."""
+        assert self.file is not None
+        self.file.seek(len(self.header) + nbytes)
+        self.done = self.bounds[-1]
+
+    def finish(self) -> list[str]:
+        """Open any output not yet opened (empty shards, empty input) and return all paths."""
+        target = len(self.bounds) - 1
+        while self.shard + 1 < target:
+            self._open_next()
+        return self.paths
+
+
+class _Sink:
+    """Where ordered records go: :class:`_Writer`, :class:`_PipeSink` or
+    :class:`_OffsetSink`."""
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None: ...
+
+    def phase(self) -> int | None:
+        """Where the next data should start in memory, modulo 4096 (for direct I/O), or None."""
+        return None
+
+
+def _emit_ordered(
+    data: np.ndarray, keys: np.ndarray, shift: int, sep: int, sink: _Sink | _Writer
+) -> None:
+    """Write the records of ``data`` in increasing key order, where every key shares its top
+    ``shift`` bits.
+
+    A large set is first split into cache-sized buckets by the next key bits (a counting sort,
+    which keeps memory access sequential); each bucket is then ordered and written.
+    """
+    n = len(keys)
+    if n == 0:
+        return
+    ends = record_ends(data, sep)
+    if len(ends) != n or ends[-1] != len(data):
+        raise KxError("a temporary file was truncated or changed during the run")
+    starts = starts_of(ends)
+    lengths = ends - starts
+    del ends
+    bits = 0
+    if len(data) > CACHE_BUCKET and shift < 48:
+        bits = min(12, max(1, math.ceil(math.log2(len(data) / CACHE_BUCKET))))
+    if bits == 0:
+        perm = _order(keys, shift)
+        out = gather(data, starts, lengths, perm, phase=sink.phase())
+        sink.write(out, lengths[perm])
+        return
+    x = keys << np.uint64(shift) if shift else keys
+    bucket = (x >> np.uint64(64 - bits)).astype(np.uint16)
+    del x
+    order = np.argsort(bucket, kind="stable")
+    counts = np.bincount(bucket, minlength=1 << bits)
+    sizes = np.bincount(bucket, weights=lengths, minlength=1 << bits).astype(np.int64)
+    del bucket
+    grouped = gather(data, starts, lengths, order)
+    del starts, lengths
+    gkeys = keys[order]
+    del order
+    a = at = 0
+    for c, size in zip(counts.tolist(), sizes.tolist(), strict=True):
+        if c:
+            _emit_ordered(grouped[at : at + size], gkeys[a : a + c], shift + bits, sep, sink)
+            a += c
+            at += size
+
+
+def _drain(
+    runs: _Runs, budget: int, sink: _Sink | _Writer, piles: Iterable[int] | None = None
+) -> None:
+    """Pass 2: write the piles of ``runs`` (all, or ``piles``, in that order) in key order."""
+    counts, sizes = runs.pile_totals()
+    for p in range(runs.piles) if piles is None else piles:
+        if counts[p]:
+            _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
+        if isinstance(sink, _PipeSink) and piles is not None:
+            sink.end_pile()
+
+
+def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1) -> None:
+    """Pass 2 in this process: straight into a single plain output file with positional writes
+    (large outputs around the page cache), otherwise through the writer. Runs held in memory
+    may be ordered by several ``threads`` (numpy lets go of the interpreter while it works)."""
+    if threads > 1 and runs.in_memory:
+        _drain_threaded(runs, budget // threads, writer, threads)
+        return
+    target = writer.direct_target()
+    if target is None:
+        _drain(runs, budget, writer)
+        return
+    path, base = target
+    total = int(runs.pile_totals()[1].sum())
+    out = PositionalWriter(path, writer.output, direct=total >= plan.DIRECT_MIN)
+    try:
+        sink = _OffsetSink(out, base, writer.advance)
+        _drain(runs, budget, sink)
+    finally:
+        out.close()
+    if sink.offset != base + total:
+        raise KxError(f"internal error: wrote {sink.offset - base} bytes of {total}")
+    writer.advance_done(total)
+
+
+def _group_in_memory(runs: _Runs, held: list[_Chunk], seed: int, threads: int) -> int:
+    """Key and group the chunks of ``held`` (last first) into runs in memory, letting go of each
+    chunk once grouped; with several threads, a few chunks at a time. Returns the records."""
+    start = 0
+    if threads <= 1:
+        while held:
+            chunk = held.pop()
+            runs.spill(chunk.data, record_keys(seed, start, chunk.count))
+            start += chunk.count
+            del chunk
+        return start
+    from concurrent.futures import ThreadPoolExecutor
+
+    def group(data: np.ndarray, first: int, count: int):  # type: ignore[no-untyped-def]
+        return runs.group(data, record_keys(seed, first, count))
+
+    pending = []
+    with ThreadPoolExecutor(threads) as ex:
+        while held or pending:
+            while held and len(pending) < threads:
+                chunk = held.pop()
+                pending.append(ex.submit(group, chunk.data, start, chunk.count))
+                start += chunk.count
+                del chunk
+            runs.store(pending.pop(0).result())  # in order, though the order does not matter
+    return start
+
+
+class _Collect(_Sink):
+    """Keeps what is written, to be written in order later."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.parts.append((data, lengths))
+
+
+def _drain_threaded(runs: _Runs, budget: int, writer: _Writer, threads: int) -> None:
+    """Pass 2 over runs in memory with several threads: piles are read here, in order, and
+    ordered by the threads; they write a plain output at each pile's offset themselves,
+    otherwise their results are written here in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    counts, sizes = runs.pile_totals()
+    piles = np.flatnonzero(counts).tolist()
+    total = int(sizes.sum())
+    shift = runs.shift + runs.bits
+    sep = runs.sep[0]
+    target = writer.direct_target()
+    out = None
+    if target is not None:
+        path, base = target
+        out = PositionalWriter(path, writer.output, direct=total >= plan.DIRECT_MIN)
+        offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
+
+    def order(p: int, data: np.ndarray, keys: np.ndarray) -> _Collect | int:
+        if out is not None:
+            sink = _OffsetSink(out, offsets[p])
+            _emit_ordered(data, keys, shift, sep, sink)
+            return sink.offset - offsets[p]
+        collect = _Collect()
+        _emit_ordered(data, keys, shift, sep, collect)
+        return collect
+
+    def finish(result: _Collect | int) -> None:
+        if isinstance(result, int):
+            writer.advance(result)
+        else:
+            for data, lengths in result.parts:
+                writer.write(data, lengths)
+
+    try:
+        pending = []
+        with ThreadPoolExecutor(threads) as ex:
+            for p in piles:
+                n, nbytes = int(counts[p]), int(sizes[p])
+                if _work_memory(nbytes, n) > 0.6 * budget and shift < 56:
+                    for f in pending:  # a pile too big for a thread: alone, in order
+                        finish(f.result())
+                    pending = []
+                    sink: _Sink | _Writer = writer if out is None else _OffsetSink(out, offsets[p])
+                    _drain_pile(runs, p, n, nbytes, budget * threads, sink)
+                    if out is not None:
+                        writer.advance(nbytes)
+                    continue
+                for data, keys in runs.pile_parts(p, nbytes):
+                    pending.append(ex.submit(order, p, data, keys))
+                while len(pending) > 2 * threads:
+                    finish(pending.pop(0).result())
+            for f in pending:
+                finish(f.result())
+    finally:
+        if out is not None:
+            out.close()
+    if out is not None:
+        writer.advance_done(total)
+
+
+def _drain_pile(
+    runs: _Runs, p: int, n: int, nbytes: int, budget: int, sink: _Sink | _Writer
+) -> None:
+    shift = runs.shift + runs.bits
+    if _work_memory(nbytes, n) <= 0.6 * budget or shift >= 56:
+        for data, keys in runs.pile_parts(p, nbytes):  # one part: the whole pile
+            _emit_ordered(data, keys, shift, runs.sep[0], sink)
+        return
+    # too big for memory: scatter this pile again by the next key bits
+    need = _work_memory(nbytes, n)
+    bits = min(16, max(1, math.ceil(math.log2(need / (0.5 * budget)))))
+    sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
+    try:
+        spiller = _Spiller(sub, budget // 2)
+        for data, keys in runs.pile_parts(p, max(1, budget // 8)):
+            spiller.add(data, keys)
+        spiller.flush()
+        _drain(sub, budget, sink)
+    finally:
+        sub.remove()
+
+
+class _PipeSink(_Sink):
+    """Pass 2 in a worker: ordered records go to the main process."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.conn.send(("chunk",))
+        self.conn.send_bytes(data)
+
+    def end_pile(self) -> None:
+        self.conn.send(("pile",))
+
+
+class _OffsetSink(_Sink):
+    """Writes ordered records from a given offset of an output file on."""
+
+    def __init__(
+        self, out: PositionalWriter, offset: int, on_write: Callable[[int], None] | None = None
+    ) -> None:
+        self.out = out
+        self.offset = offset
+        self.on_write = on_write
+
+    def phase(self) -> int | None:
+        return self.out.phase(self.offset) if self.out.direct_fd is not None else None
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.out.pwrite(data, self.offset)
+        self.offset += len(data)
+        if self.on_write is not None:
+            self.on_write(len(data))

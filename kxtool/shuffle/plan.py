@@ -1,0 +1,146 @@
+"""The shuffle's sizes: memory accounting, work units, piles, and the checks on space."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+from ..errors import KxError
+from ..textio import (
+    STDIO,
+    format_size,
+    free_space,
+)
+
+#: Bytes of memory a record costs, beyond its own bytes, while a batch or a pile is being
+#: worked on: its offsets, length, key, the sort arrays and the output offsets. The bytes
+#: themselves count twice (the batch and its reordered copy); see :func:`_work_memory`.
+RECORD_WORK = 112
+#: Bytes of memory a record costs, beyond its own bytes, while it waits in memory (its key).
+RECORD_REST = 16
+#: Largest block read from an input at once.
+MAX_BLOCK = 16 << 20
+#: Size above which a pile is first split into cache-sized buckets before it is ordered.
+CACHE_BUCKET = 64 << 20
+#: Memory a pass-1 batch and a pass-2 pile aim at (see :func:`_work_unit`).
+WORK_UNIT = 16 << 20
+#: Size of a pile relative to a pass-1 batch: smaller piles keep the pass-2 gather in cache.
+PILE_SHARE = 0.5
+#: Bytes of input per thread when an input that fits is ordered in memory by several threads.
+THREAD_MIN = 32 << 20
+#: Share of the budget the records may take when the whole input is ordered in memory.
+IN_MEMORY_SHARE = 0.8
+#: Piles when the input size is not known in advance (stdin, compressed inputs).
+UNKNOWN_SIZE_PILE_BITS = 8
+#: Expansion assumed for compressed inputs when planning piles.
+COMPRESSION_GUESS = 5
+#: Bytes of memory one (run, pile) entry of the pile index takes (two uint32).
+_INDEX_ENTRY = 8
+#: Smallest budget accepted.
+MIN_MEMORY = 4 << 10
+#: Disk-space head-room asked for beyond the estimate.
+DISK_SLACK = 16 << 20
+#: Outputs at least this big are written around the page cache (see
+#: :class:`~kxtool.textio.PositionalWriter`): they would only push other files out of it, and the
+#: kernel's write-back would throttle the writer anyway.
+DIRECT_MIN = 256 << 20
+#: Bytes written or read by one system call at most (Linux caps a call at about 2 GiB).
+_IO_STEP = 1 << 30
+
+
+def _work_memory(nbytes: int, count: int) -> int:
+    """Memory taken while ``count`` records of ``nbytes`` bytes are keyed, ordered and copied."""
+    return 2 * nbytes + RECORD_WORK * count
+
+
+def _check_space(directory: str, needed: int, what: str) -> None:
+    free = free_space(directory)
+    if free < needed + DISK_SLACK:
+        raise KxError(
+            f"not enough free space in {directory!r} for {what}: about "
+            f"{format_size(needed + DISK_SLACK)} needed, {format_size(free)} free "
+            "(use --tmp-dir elsewhere)"
+        )
+
+
+def default_jobs() -> int:
+    """Worker processes used when none are asked for: the usable cores, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def _planning_size(paths: Sequence[str]) -> int | None:
+    """A generous guess at the size of compressed inputs, to plan piles (not to check space):
+    text rarely compresses better than 5:1. ``None`` when stdin is among the inputs."""
+    if STDIO in paths:
+        return None
+    try:
+        return sum(COMPRESSION_GUESS * os.path.getsize(p) for p in paths)
+    except OSError:
+        return None
+
+
+#: Resting memory per byte assumed before any record is seen (lines of about 100 bytes).
+_PER_BYTE_GUESS = 1.16
+
+
+def _work_per_byte(per_byte: float) -> float:
+    """Work memory per data byte (see :func:`_work_memory`), from the resting memory per byte
+    (``1 + RECORD_REST / mean record length``)."""
+    return 2.0 + RECORD_WORK * max(0.0, per_byte - 1.0) / RECORD_REST
+
+
+def _unit_cap(budget: int, jobs: int) -> int:
+    return max(MIN_MEMORY // 4, budget // (2 * max(1, jobs)))
+
+
+def _pile_plan(total: int, per_byte: float, unit: int, budget: int, jobs: int) -> tuple[int, int]:
+    """Pile bits and the size of the pile index for ``total`` bytes in runs of ``unit``."""
+    wpb = _work_per_byte(per_byte)
+    # a pile holds about half a work unit, and its work memory stays within half a worker's
+    # share of the budget (pass 2 checks 0.6 and splits a pile again beyond that)
+    pile_bytes = min(unit * PILE_SHARE / per_byte, 0.5 * (budget / max(1, jobs)) / wpb)
+    bits = min(16, max(1, math.ceil(math.log2(max(2.0, total / pile_bytes)))))
+    run_bytes = max(unit / wpb, min(MAX_BLOCK, unit // 2))
+    index = math.ceil(total / run_bytes) * (1 << bits) * _INDEX_ENTRY
+    return bits, index
+
+
+def _work_unit(budget: int, known_total: int | None, jobs: int = 1) -> int:
+    """The memory a batch (pass 1) and a pile (pass 2) aim at.
+
+    Small units keep the working set in cache and are markedly faster than budget-sized ones;
+    they are made bigger only where the pile index (runs x piles) would otherwise take more
+    than an eighth of the budget, on very large inputs, and never beyond half a worker's
+    share of the budget.
+    """
+    cap = _unit_cap(budget, jobs)
+    unit = min(WORK_UNIT, cap)
+    if known_total is not None:
+        while unit < cap:
+            _bits, index = _pile_plan(known_total, _PER_BYTE_GUESS, unit, budget, jobs)
+            if index <= budget / 8:
+                break
+            unit = min(cap, 2 * unit)
+    return unit
+
+
+def _pile_bits_for(
+    known_total: int | None, per_byte: float, unit: int, budget: int, jobs: int = 1
+) -> int:
+    """Enough piles that each one is about half a work unit and fits in memory in pass 2
+    (smaller piles measured faster here), unless the pile index would then take more than an
+    eighth of the budget: then fewer, bigger piles, which pass 2 splits again."""
+    if known_total is None:
+        # unknown size (stdin, compressed): plan for a large input; piles that still turn out
+        # too big are split again in pass 2, which changes nothing in the output
+        return UNKNOWN_SIZE_PILE_BITS
+    bits, index = _pile_plan(known_total, per_byte, unit, budget, jobs)
+    while bits > 1 and index > budget / 8:
+        bits -= 1
+        index //= 2
+    return bits

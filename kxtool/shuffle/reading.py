@@ -1,0 +1,371 @@
+"""Reading inputs once into numpy buffers of whole records: chunks read here, or byte ranges
+of plain files that workers read themselves."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import KxError
+from ..progress import Progress
+from ..records import record_ends
+from ..textio import (
+    STDIO,
+    compression_of,
+    display_name,
+    format_size,
+    open_filler,
+    os_error,
+)
+from .plan import MAX_BLOCK, RECORD_REST
+from .runs import _pread_into
+
+
+@dataclass
+class _Chunk:
+    """Whole records read from an input, each ending with the separator, in one buffer."""
+
+    data: np.ndarray  # uint8
+    count: int  # records
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def memory(self) -> int:
+        """Memory the records take while they wait (their bytes and their keys)."""
+        return self.nbytes + RECORD_REST * self.count
+
+
+def _last_end(buf: np.ndarray, lo: int, hi: int, sep: int) -> int:
+    """One past the last ``sep`` in ``buf[lo:hi]`` (searched backwards), or 0 if none."""
+    width = 4096
+    while hi > lo:
+        a = max(lo, hi - width)
+        found = np.flatnonzero(buf[a:hi] == sep)
+        if len(found):
+            return a + int(found[-1]) + 1
+        hi = a
+        width *= 8
+    return 0
+
+
+class _Reader:
+    """Reads every input once, straight into buffers, and hands out chunks of whole records."""
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        sep: bytes,
+        header: int,
+        block: int,
+        max_record: int,
+        progress: Progress | None,
+        total: int | None,
+    ) -> None:
+        self.inputs = inputs
+        self.sep = sep
+        self.sep_byte = sep[0]
+        self.header_wanted = header
+        self.header: list[bytes] = []
+        self.block = max(256, min(MAX_BLOCK, block, max_record))
+        self.max_record = max_record
+        self.progress = progress
+        self.total = total
+        self.bytes_read = 0
+        self.records = 0
+
+    def _too_big(self, path: str, line: int) -> KxError:
+        return KxError(
+            f"line {line} of {display_name(path)!r} is longer than a quarter of the memory "
+            f"budget ({format_size(self.max_record)}); raise --memory"
+        )
+
+    def _raw_chunks(self, path: str) -> Iterator[_Chunk]:
+        sep = self.sep_byte
+        carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
+        seen = 0  # records of this input so far
+        with open_filler(path) as fill:
+            while True:
+                kept = len(carry)
+                buf = np.empty(kept + self.block, dtype=np.uint8)
+                buf[:kept] = carry
+                got = fill(memoryview(buf)[kept:])
+                if got == 0:
+                    break
+                self.bytes_read += got
+                if self.progress is not None:
+                    self.progress("reading", self.bytes_read, self.total)
+                size = kept + got
+                cut = _last_end(buf, kept, size, sep)  # the carried part holds no separator
+                if cut == 0:
+                    carry = buf[:size]
+                    if size > self.max_record:
+                        raise self._too_big(path, seen + 1)
+                    continue
+                if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
+                    raise self._too_big(path, seen + 1)
+                data = buf[:cut]
+                count = int(np.count_nonzero(data == sep))
+                yield _Chunk(data, count)
+                seen += count
+                carry = buf[cut:size].copy()
+                del buf, data
+                if len(carry) > self.max_record:
+                    raise self._too_big(path, seen + 1)
+        if len(carry):
+            last = np.empty(len(carry) + 1, dtype=np.uint8)
+            last[:-1] = carry
+            last[-1] = sep
+            yield _Chunk(last, 1)
+
+    def _take_header(self, chunk: _Chunk) -> _Chunk | None:
+        """Move header records from the start of ``chunk`` to :attr:`header`."""
+        take = min(self.header_wanted - len(self.header), chunk.count)
+        ends = record_ends(chunk.data[: _nth_end(chunk.data, self.sep_byte, take)], self.sep_byte)
+        start = 0
+        for end in ends.tolist():
+            self.header.append(chunk.data[start : end - 1].tobytes())
+            start = end
+        if take == chunk.count:
+            return None
+        return _Chunk(chunk.data[start:], chunk.count - take)
+
+    def chunks(self) -> Iterator[_Chunk]:
+        """Chunks of whole records over all inputs, the header records taken out."""
+        for idx, path in enumerate(self.inputs):
+            for chunk in self._raw_chunks(path):
+                if idx == 0 and len(self.header) < self.header_wanted:
+                    taken = self._take_header(chunk)
+                    if taken is None:
+                        continue
+                    chunk = taken
+                self.records += chunk.count
+                yield chunk
+
+
+def _nth_end(data: np.ndarray, sep: int, n: int) -> int:
+    """One past the ``n``-th separator of ``data`` (which has at least ``n``)."""
+    if n <= 0:
+        return 0
+    hi = 4096
+    while True:
+        found = np.flatnonzero(data[:hi] == sep)
+        if len(found) >= n or hi >= len(data):
+            return int(found[n - 1]) + 1
+        hi *= 8
+
+
+@dataclass
+class _Range:
+    """Whole records of one plain input file: ``length`` bytes from ``offset`` (plus a final
+    separator when the file lacks one)."""
+
+    index: int  # of the range, in input order
+    file: int  # index of the input
+    path: str
+    offset: int
+    length: int
+    add_sep: bool
+
+
+class _RangePlan:
+    """Byte ranges of whole records over plain input files, for workers that read their own.
+
+    Ranges are cut about ``block`` bytes apart, just after a separator (found by reading a
+    little around each cut), so no worker needs another's bytes; the header lines are read
+    here. Records are counted by the workers.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sep: bytes,
+        block: int,
+        max_record: int,
+        header: list[bytes],
+        first_offset: int,
+        total: int,
+        records_estimate: int,
+    ) -> None:
+        self.paths = paths
+        self.sep = sep
+        self.block = block
+        self.max_record = max_record
+        self.header = header
+        self.first_offset = first_offset
+        self.total = total
+        self.records_estimate = records_estimate
+        self.per_byte = (total + RECORD_REST * records_estimate) / max(1, total)
+
+    @classmethod
+    def make(
+        cls,
+        paths: Sequence[str],
+        sep: bytes,
+        header: int,
+        block: int,
+        max_record: int,
+        in_memory_limit: int,
+    ) -> _RangePlan | None:
+        """A plan when every input is a plain regular file and they clearly do not fit in
+        memory; otherwise None."""
+        if any(p == STDIO or not os.path.isfile(p) for p in paths):
+            return None
+        if any(compression_of(p) is not None for p in paths):
+            return None
+        total = sum(os.path.getsize(p) for p in paths)
+        if total == 0:
+            return None
+        sample = b""
+        with contextlib.suppress(OSError):
+            for p in paths:
+                with open(p, "rb") as f:
+                    sample = f.read(1 << 20)
+                if sample:
+                    break
+        per_record = len(sample) / max(1, sample.count(sep))
+        records = int(total / per_record) + 1
+        if total + RECORD_REST * records <= 1.25 * in_memory_limit:
+            return None
+        head, first = _read_header(paths[0], sep, header, max_record)
+        return cls(paths, sep, block, max_record, head, first, total, records)
+
+    def ranges(self) -> Iterator[_Range]:
+        index = 0
+        for i, path in enumerate(self.paths):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise os_error(e, path) from None
+            try:
+                size = os.fstat(fd).st_size
+                pos = self.first_offset if i == 0 else 0
+                while pos < size:
+                    cut = pos + self.block
+                    end = size if cut >= size else self._record_end(fd, path, cut - 1, pos, size)
+                    add_sep = end == size and os.pread(fd, 1, size - 1) != self.sep
+                    yield _Range(index, i, path, pos, end - pos, add_sep)
+                    index += 1
+                    pos = end
+            except OSError as e:
+                raise os_error(e, path, "cannot read") from None
+            finally:
+                os.close(fd)
+
+    def _record_end(self, fd: int, path: str, at: int, start: int, size: int) -> int:
+        """One past the first separator at or after ``at``, or ``size``."""
+        origin = at
+        limit = start + self.block + self.max_record + 1
+        width = 1 << 16
+        while at < size:
+            window = os.pread(fd, min(width, limit - at), at)
+            if not window:
+                return size
+            found = window.find(self.sep)
+            if found >= 0:
+                return at + found + 1
+            at += len(window)
+            if at >= limit:
+                line = _line_containing(fd, origin, start, self.sep)
+                raise KxError(
+                    f"line {line} of {display_name(path)!r} is longer than a quarter of the"
+                    f" memory budget ({format_size(self.max_record)}); raise --memory"
+                )
+            width *= 4
+        return size
+
+
+def _line_containing(fd: int, offset: int, start: int, sep: bytes) -> int:
+    """The number (from 1) of the line of the file on ``fd`` that holds byte ``offset``, whose
+    line starts at or after ``start`` (an error path: it reads the file up to there)."""
+    begin = start
+    before = os.pread(fd, offset - start, start)
+    last = before.rfind(sep)
+    if last >= 0:
+        begin = start + last + 1
+    lines, pos = 0, 0
+    while pos < begin:
+        block = os.pread(fd, min(16 << 20, begin - pos), pos)
+        if not block:
+            break
+        lines += block.count(sep)
+        pos += len(block)
+    return lines + 1
+
+
+def _read_header(path: str, sep: bytes, n: int, max_record: int) -> tuple[list[bytes], int]:
+    """The first ``n`` records of ``path`` (separators removed) and the offset after them."""
+    header: list[bytes] = []
+    if n <= 0:
+        return header, 0
+    base = pos = 0  # buf[0] is at file offset base
+    buf = b""
+    try:
+        with open(path, "rb") as f:
+            while len(header) < n:
+                end = buf.find(sep, pos)
+                if end >= 0:
+                    header.append(buf[pos:end])
+                    pos = end + 1
+                    continue
+                if len(buf) - pos > max_record:
+                    raise KxError(
+                        f"line {len(header) + 1} of {display_name(path)!r} is longer than a"
+                        f" quarter of the memory budget ({format_size(max_record)});"
+                        " raise --memory"
+                    )
+                more = f.read(1 << 20)
+                if not more:
+                    if len(buf) > pos:  # a last record without its separator
+                        header.append(buf[pos:])
+                        pos = len(buf)
+                    break
+                base += pos
+                buf = buf[pos:] + more
+                pos = 0
+    except OSError as e:
+        raise os_error(e, path, "cannot read") from None
+    return header, base + pos
+
+
+def _read_range(
+    path: str, offset: int, length: int, add_sep: bool, sep: bytes, fds: dict[str, int]
+) -> np.ndarray:
+    """The bytes of a :class:`_Range`, read into a new buffer."""
+    data = np.empty(length + add_sep, dtype=np.uint8)
+    try:
+        fd = fds.get(path)
+        if fd is None:
+            # ranges come in input order: keep only the current input open (any number of
+            # inputs works under a low open-file limit)
+            for old in fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(old)
+            fds.clear()
+            fd = fds[path] = os.open(path, os.O_RDONLY)
+        got = _pread_into(fd, data[:length], offset)
+    except OSError as e:
+        raise os_error(e, path, "cannot read") from None
+    if got != length:
+        raise KxError(f"{display_name(path)!r} changed while it was being read")
+    if add_sep:
+        data[length] = sep[0]
+    return data
+
+
+def _check_record_lengths(ends: np.ndarray, path: str, line_base: int, max_record: int) -> None:
+    """A record longer than ``max_record`` is an error naming its line."""
+    if not len(ends):
+        return
+    lengths = np.diff(ends, prepend=0)
+    worst = int(np.argmax(lengths))
+    if int(lengths[worst]) - 1 > max_record:
+        raise KxError(
+            f"line {line_base + worst + 1} of {display_name(path)!r} is longer than a quarter"
+            f" of the memory budget ({format_size(max_record)}); raise --memory"
+        )

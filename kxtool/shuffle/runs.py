@@ -1,0 +1,341 @@
+"""Runs: batches of records grouped into piles by key bits, in memory or in a temporary file,
+and the pile index that pass 2 reads them back with."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import KxError
+from ..records import gather, record_ends, starts_of
+from ..textio import (
+    os_error,
+    preallocate,
+)
+from .plan import _INDEX_ENTRY, _IO_STEP, _work_memory
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """Write all of ``data`` (bytes-like) at ``offset``; OSError propagates."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done : done + _IO_STEP], offset + done)
+
+
+def _pread_into(fd: int, buf: np.ndarray, offset: int) -> int:
+    """Fill ``buf`` from ``offset``; return the bytes read (fewer only at the end of the
+    file). OSError propagates."""
+    view = memoryview(buf).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done : done + _IO_STEP]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+class _Runs:
+    """Runs, each holding one batch of records grouped into ``2**bits`` piles by key bits.
+
+    Pile ``p`` of a run holds the records whose key bits ``[shift, shift+bits)`` (counting from
+    the top) equal ``p``. A run is stored as the keys of all its records (uint64, native
+    order, grouped by pile) followed by their bytes (grouped alike, each record followed by
+    the separator).
+
+    With a ``directory`` a process appends its runs one after the other to a single temporary
+    file (so one file is open however many runs and piles there are); :meth:`adopt` adds the
+    runs other processes wrote, so that pass 2 can read every pile from all of them. Without
+    one, runs stay in memory (an input that fits is ordered that way, in one pass).
+    """
+
+    def __init__(self, directory: str | None, sep: bytes, shift: int, bits: int, name: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, f"{name}.runs") if directory is not None else ""
+        self.sep = sep
+        self.shift = shift
+        self.bits = bits
+        self.piles = 1 << bits
+        self.name = name
+        self.fd: int | None = None
+        self.end = 0
+        self.files: list[str] = [self.path] if directory is not None else []
+        # the pile index: per run, its file (an index into files), where its keys and its bytes
+        # start, and the records and data bytes of each of its piles (uint32 each: a pile's
+        # offsets within a run follow from the piles before it, see _positions)
+        self.run_file: list[int] = []
+        self.key_base: list[int] = []
+        self.data_base: list[int] = []
+        self._counts: list[np.ndarray] = []
+        self._sizes: list[np.ndarray] = []
+        self.memory: list[tuple[np.ndarray, np.ndarray]] = []  # per run in memory: keys, data
+        self._fds: dict[int, int] = {}
+        self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
+        self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["fd"] = None
+        state["_fds"] = {}
+        state["_cursor"] = None
+        return state
+
+    @property
+    def runs(self) -> int:
+        return len(self.run_file)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.directory is None
+
+    def pile_of(self, keys: np.ndarray) -> np.ndarray:
+        x = keys << np.uint64(self.shift) if self.shift else keys
+        return (x >> np.uint64(64 - self.bits)).astype(np.uint32 if self.bits > 16 else np.uint16)
+
+    def spill(self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None) -> None:
+        """Add one run: the records of ``data`` (whole records, separators included; ``ends``
+        when already found) with their ``keys``, grouped by pile."""
+        self.store(self.group(data, keys, ends))
+
+    def group(
+        self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A batch grouped by pile, ready for :meth:`store`: its keys and bytes, and the
+        records and bytes of each pile. Touches nothing shared (threads may call it)."""
+        n = len(keys)
+        if self.piles == 1:
+            counts = np.array([n], dtype=np.int64)
+            sizes = np.array([len(data)], dtype=np.int64)
+            gkeys, grouped = keys, data
+        else:
+            if ends is None:
+                ends = record_ends(data, self.sep[0])
+            if len(ends) != n or (n and ends[-1] != len(data)):
+                raise KxError("internal error: a batch does not hold whole records")
+            starts = starts_of(ends)
+            lengths = ends - starts
+            del ends
+            piles = self.pile_of(keys)
+            order = np.argsort(piles, kind="stable")
+            counts = np.bincount(piles, minlength=self.piles).astype(np.int64)
+            sizes = np.bincount(piles, weights=lengths, minlength=self.piles).astype(np.int64)
+            del piles
+            grouped = gather(data, starts, lengths, order)
+            del starts, lengths
+            gkeys = keys[order]
+            del order
+        return gkeys, grouped, counts, sizes
+
+    def store(self, run: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Add a run made by :meth:`group`: in memory, or appended to this process's file."""
+        gkeys, grouped, counts, sizes = run
+        n = len(gkeys)
+        self._thaw()
+        if self.directory is None:
+            self.memory.append((gkeys, grouped))
+            self.run_file.append(-1)
+            self.key_base.append(0)
+            self.data_base.append(0)
+        else:
+            base = self.end
+            try:
+                if self.fd is None:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                preallocate(self.fd, 8 * n + len(grouped), self.path, base)
+                _pwrite_all(self.fd, gkeys, base)
+                _pwrite_all(self.fd, grouped, base + 8 * n)
+            except OSError as e:
+                raise os_error(e, self.path, "cannot write temporary file") from None
+            self.end = base + 8 * n + len(grouped)
+            self.run_file.append(0)
+            self.key_base.append(base)
+            self.data_base.append(base + 8 * n)
+        self._counts.append(counts.astype(np.uint32))
+        # uint32 unless a pile of this run holds 4 GiB or more (a giant record, a huge budget)
+        self._sizes.append(sizes.astype(np.uint32 if sizes.max() < 1 << 32 else np.uint64))
+
+    def adopt(self, other: _Runs) -> None:
+        """Add the runs of ``other`` (same piles), written by another process."""
+        assert other.piles == self.piles and other.shift == self.shift
+        assert not self.in_memory and not other.in_memory
+        self._thaw()
+        other._thaw()
+        base = len(self.files)
+        self.files.extend(other.files)
+        self.run_file.extend(base + i for i in other.run_file)
+        self.key_base.extend(other.key_base)
+        self.data_base.extend(other.data_base)
+        self._counts.extend(other._counts)
+        self._sizes.extend(other._sizes)
+        self._frozen = None
+
+    def _thaw(self) -> None:
+        """Back to per-run lists, so that runs can be added again."""
+        if self._frozen is not None:
+            counts, sizes = self._frozen
+            self._counts = [counts[:, r].copy() for r in range(counts.shape[1])]
+            self._sizes = [sizes[:, r].copy() for r in range(sizes.shape[1])]
+            self._frozen = None
+            self._cursor = None
+
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Records and data bytes of every (pile, run), as two (piles, runs) arrays."""
+        if self._frozen is None:
+            if self._counts:
+                counts = np.ascontiguousarray(np.stack(self._counts, axis=1))
+                sizes = np.ascontiguousarray(np.stack(self._sizes, axis=1))
+            else:
+                counts = sizes = np.zeros((self.piles, 0), dtype=np.uint32)
+            self._counts, self._sizes = [], []  # one copy of the index is enough
+            self._frozen = (counts, sizes)
+            self._cursor = None
+        return self._frozen
+
+    def index_bytes(self) -> int:
+        """Memory taken by the pile index."""
+        return _INDEX_ENTRY * self.piles * self.runs
+
+    def pile_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Records and data bytes of every pile, over all runs."""
+        counts, sizes = self._index()
+        return counts.sum(axis=1, dtype=np.int64), sizes.sum(axis=1, dtype=np.int64)
+
+    def _positions(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """Where pile ``p``'s keys and bytes start in every run: the run's start plus the
+        piles before ``p``, kept as a cursor (piles are mostly visited in increasing order)."""
+        counts, sizes = self._index()
+        if self._cursor is None or p < self._cursor[0]:
+            kpos = np.array(self.key_base, dtype=np.int64)
+            dpos = np.array(self.data_base, dtype=np.int64)
+            at = 0
+        else:
+            at, kpos, dpos = self._cursor
+        if p > at:
+            kpos = kpos + 8 * counts[at:p].sum(axis=0, dtype=np.int64)
+            dpos = dpos + sizes[at:p].sum(axis=0, dtype=np.int64)
+        self._cursor = (p, kpos, dpos)
+        return kpos, dpos
+
+    def _fd(self, i: int) -> int:
+        if i == 0 and self.fd is not None:
+            return self.fd
+        fd = self._fds.get(i)
+        if fd is None:
+            try:
+                fd = os.open(self.files[i], os.O_RDONLY)
+            except OSError as e:
+                raise os_error(e, self.files[i], "cannot read temporary file") from None
+            self._fds[i] = fd
+        return fd
+
+    def pile_parts(self, p: int, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The bytes and keys of pile ``p``, in parts of whole runs' segments of about
+        ``limit`` bytes at most (a single segment may be larger)."""
+        counts, sizes = self._index()
+        kpos, dpos = self._positions(p)
+        rs = np.flatnonzero(counts[p])
+        segments = list(
+            zip(
+                rs.tolist(),
+                counts[p, rs].tolist(),
+                sizes[p, rs].tolist(),
+                kpos[rs].tolist(),
+                dpos[rs].tolist(),
+                strict=True,
+            )
+        )
+        i = 0
+        while i < len(segments):
+            j, size = i + 1, segments[i][2]
+            while j < len(segments) and size + segments[j][2] <= limit:
+                size += segments[j][2]
+                j += 1
+            yield self._read(segments[i:j], size)
+            i = j
+
+    def _read(
+        self, segments: list[tuple[int, int, int, int, int]], size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.in_memory and len(segments) == 1:
+            r, n, nbytes, k, d = segments[0]
+            keys, data = self.memory[r]
+            return data[d : d + nbytes], keys[k // 8 : k // 8 + n]
+        data = np.empty(size, dtype=np.uint8)
+        keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
+        at = kat = 0
+        for r, n, nbytes, k, d in segments:
+            if self.in_memory:
+                run_keys, run_data = self.memory[r]
+                keys[kat : kat + n] = run_keys[k // 8 : k // 8 + n]
+                data[at : at + nbytes] = run_data[d : d + nbytes]
+            else:
+                path = self.files[self.run_file[r]]
+                try:
+                    fd = self._fd(self.run_file[r])
+                    got_keys = _pread_into(fd, keys[kat : kat + n], k)
+                    got = _pread_into(fd, data[at : at + nbytes], d)
+                except OSError as e:
+                    raise os_error(e, path, "cannot read temporary file") from None
+                if got_keys != 8 * n or got != nbytes:
+                    raise KxError(
+                        f"temporary file {path!r} was truncated or changed during the run"
+                    )
+            at += nbytes
+            kat += n
+        return data, keys
+
+    def close(self) -> None:
+        """Close every file (the runs stay on disk)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def remove(self) -> None:
+        """Close and delete every file (or let go of the runs in memory)."""
+        self.close()
+        self.memory = []
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+class _Spiller:
+    """Collects batches of records and their keys into runs of about ``unit`` bytes of work
+    memory."""
+
+    def __init__(self, runs: _Runs, unit: int) -> None:
+        self.runs = runs
+        self.unit = unit
+        self.data: list[np.ndarray] = []
+        self.keys: list[np.ndarray] = []
+        self.ends: np.ndarray | None = None
+        self.memory = 0
+
+    def add(self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None) -> None:
+        """Add records (with their ``ends``, when they are known already)."""
+        self.data.append(data)
+        self.keys.append(keys)
+        self.ends = ends if len(self.data) == 1 else None
+        self.memory += _work_memory(len(data), len(keys))
+        if self.memory >= self.unit:
+            self.flush()
+
+    def flush(self) -> None:
+        data, keys, ends = self.data, self.keys, self.ends
+        self.data, self.keys, self.ends, self.memory = [], [], None, 0
+        if len(data) == 1:
+            self.runs.spill(data[0], keys[0], ends)
+        elif data:
+            joined = np.concatenate(data)
+            del data[:]  # let go of the pieces before the run is grouped
+            self.runs.spill(joined, np.concatenate(keys))

@@ -1,0 +1,345 @@
+"""Worker processes that share both passes of a shuffle too big for memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from ..errors import KxError
+from ..progress import Progress
+from ..records import record_ends
+from ..textio import (
+    PositionalWriter,
+)
+from . import plan
+from .keys import record_keys
+from .output import _drain, _drain_pile, _OffsetSink, _PipeSink, _Writer
+from .plan import _check_space
+from .reading import _check_record_lengths, _Chunk, _RangePlan, _read_range
+from .runs import _Runs, _Spiller
+
+
+class _Pool:
+    """Worker processes that share both passes: workers read (their own byte ranges, or chunks
+    the main process sends), key, spill, order and write; the main process coordinates. The
+    output is the same as with one process."""
+
+    def __init__(
+        self,
+        jobs: int,
+        directory: str,
+        sep: bytes,
+        bits: int,
+        seed: int,
+        unit: int,
+        max_record: int,
+    ) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.workers: list[tuple[Any, Connection]] = []
+        self.sep = sep
+        self.bits = bits
+        self.directory = directory
+        try:
+            for w in range(jobs):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=_worker,
+                    args=(child, f"worker{w}", directory, sep, bits, seed, unit, max_record),
+                    daemon=True,
+                )
+                proc.start()
+                child.close()
+                _enlarge_pipe(parent)
+                self.workers.append((proc, parent))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _failed(self, w: int) -> KxError:
+        """The error a worker reported, or that it died."""
+        proc, conn = self.workers[w]
+        with contextlib.suppress(Exception):
+            if conn.poll(1):
+                msg = conn.recv()
+                if msg[0] == "error":
+                    return KxError(msg[1])
+        proc.join(1)
+        return KxError(f"a worker process died unexpectedly (exit code {proc.exitcode})")
+
+    def _recv(self, w: int) -> tuple:
+        try:
+            msg = self.workers[w][1].recv()
+        except (EOFError, OSError):
+            raise self._failed(w) from None
+        if msg[0] == "error":
+            raise KxError(msg[1])
+        return msg
+
+    def _wait(self) -> list[int]:
+        """Workers with a message waiting (blocks until there is one)."""
+        from multiprocessing.connection import wait
+
+        conns = {id(c): w for w, (_p, c) in enumerate(self.workers)}
+        ready = wait([c for _p, c in self.workers])
+        return [conns[id(c)] for c in ready]
+
+    def pass1(self, chunks: Iterator[_Chunk], space: str | None) -> _Runs:
+        """Hand each chunk to whichever worker is free; collect the runs they wrote."""
+        jobs = len(self.workers)
+        free = list(range(jobs))
+        start = 0
+        for chunk in chunks:
+            if space is not None:
+                _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")
+            while not free:
+                for w in self._wait():
+                    self._recv(w)  # ("ready",)
+                    free.append(w)
+            w = free.pop(0)
+            conn = self.workers[w][1]
+            try:
+                conn.send(("chunk", start, chunk.count, chunk.nbytes))
+                conn.send_bytes(chunk.data)
+            except OSError:
+                raise self._failed(w) from None
+            start += chunk.count
+        return self._collect_runs()
+
+    def pass1_ranges(self, plan: _RangePlan, progress: Progress | None, total: int | None) -> _Runs:
+        """Hand each byte range to whichever worker is free; tell each worker the index of
+        its first record once the workers before it have counted theirs."""
+        jobs = len(self.workers)
+        free = list(range(jobs))
+        holder: dict[int, tuple[int, int]] = {}  # range index -> (worker, file)
+        counted: dict[int, int] = {}  # range index -> records
+        next_start = 0  # the range whose first record index is due next
+        start = 0  # index of its first record
+        lines_in_file: dict[int, int] = {0: len(plan.header)}
+        done_bytes = 0
+        sizes: dict[int, int] = {}
+        ranges = plan.ranges()
+        more = True
+        while more or holder:
+            while more and free:
+                r = next(ranges, None)
+                if r is None:
+                    more = False
+                    break
+                w = free.pop(0)
+                holder[r.index] = (w, r.file)
+                sizes[r.index] = r.length
+                msg = ("range", r.index, r.path, r.offset, r.length, r.add_sep)
+                try:
+                    self.workers[w][1].send(msg)
+                except OSError:
+                    raise self._failed(w) from None
+            if not holder:
+                break
+            for w in self._wait():
+                msg = self._recv(w)
+                if msg[0] == "count":
+                    counted[msg[1]] = msg[2]
+                    while next_start in counted:
+                        hw, f = holder[next_start]
+                        base = lines_in_file.get(f, 0)
+                        try:
+                            self.workers[hw][1].send(("start", start, base))
+                        except OSError:
+                            raise self._failed(hw) from None
+                        n = counted.pop(next_start)
+                        start += n
+                        lines_in_file[f] = base + n
+                        next_start += 1
+                elif msg[0] == "ready":
+                    index = msg[1]
+                    holder.pop(index)
+                    done_bytes += sizes.pop(index)
+                    free.append(w)
+                    if progress is not None:
+                        progress("reading", done_bytes, total)
+        return self._collect_runs()
+
+    def _collect_runs(self) -> _Runs:
+        merged = _Runs(self.directory, self.sep, 0, self.bits, "merged")
+        for w in range(len(self.workers)):
+            try:
+                self.workers[w][1].send(("end",))
+            except OSError:
+                raise self._failed(w) from None
+        for w in range(len(self.workers)):
+            while True:
+                msg = self._recv(w)
+                if msg[0] == "runs":
+                    merged.adopt(msg[1])
+                    break
+        return merged
+
+    def pass2(self, runs: _Runs, budget: int, writer: _Writer) -> None:
+        """Order and write the piles: straight into a plain output file when there is one,
+        otherwise through the main process, in order."""
+        jobs = len(self.workers)
+        counts, sizes = runs.pile_totals()
+        piles = np.flatnonzero(counts).tolist()
+        target = writer.direct_target()
+        if target is not None:
+            path, base = target
+            name = writer.output
+            offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
+            for w in range(jobs):
+                mine = piles[w::jobs]
+                msg = ("drain_to", runs, mine, [offsets[p] for p in mine], budget, path, name)
+                try:
+                    self.workers[w][1].send(msg)
+                except OSError:
+                    raise self._failed(w) from None
+            busy = set(range(jobs))
+            while busy:
+                for w in self._wait():
+                    msg = self._recv(w)
+                    if msg[0] == "pile":
+                        writer.advance(msg[1])
+                    elif msg[0] == "done":
+                        busy.discard(w)
+            writer.advance_done(int(sizes.sum()))
+            return
+        for w in range(jobs):
+            try:
+                self.workers[w][1].send(("drain", runs, piles[w::jobs], budget))
+            except OSError:
+                raise self._failed(w) from None
+        for i in range(len(piles)):
+            w = i % jobs
+            conn = self.workers[w][1]
+            while True:
+                msg = self._recv(w)
+                if msg[0] == "pile":
+                    break
+                writer.write(np.frombuffer(conn.recv_bytes(), dtype=np.uint8))
+        for w in range(jobs):
+            self._recv(w)  # ("done",)
+
+    def stop(self) -> None:
+        """End every worker (politely if it is idle, by force otherwise)."""
+        for _proc, conn in self.workers:
+            with contextlib.suppress(Exception):
+                conn.send(("exit",))
+        for proc, conn in self.workers:
+            proc.join(0.5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.workers = []
+
+
+def _enlarge_pipe(conn: Connection) -> None:
+    """Bigger pipe buffers mean fewer wake-ups per megabyte (Linux only; best effort)."""
+    with contextlib.suppress(Exception):
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ
+
+
+def _worker(
+    conn: Connection,
+    name: str,
+    directory: str,
+    sep: bytes,
+    bits: int,
+    seed: int,
+    unit: int,
+    max_record: int,
+) -> None:
+    """A worker process: pass 1 spills the chunks it is sent; pass 2 orders the piles it is
+    given and writes them into the output or sends them back in order."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides and cleans up
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    runs = _Runs(directory, sep, 0, bits, name)
+    fds: dict[str, int] = {}
+    unit_max_record = max_record
+    try:
+        spiller = _Spiller(runs, unit)
+        while True:
+            msg = conn.recv()
+            kind = msg[0]
+            if kind == "chunk":
+                _, start, count, nbytes = msg
+                data = np.empty(nbytes, dtype=np.uint8)
+                if conn.recv_bytes_into(data) != nbytes:
+                    raise KxError("internal error: a chunk arrived incomplete")
+                spiller.add(data, record_keys(seed, start, count))
+                del data
+                conn.send(("ready",))
+            elif kind == "range":
+                _, index, path, offset, length, add_sep = msg
+                data = _read_range(path, offset, length, add_sep, sep, fds)
+                ends = record_ends(data, sep[0])
+                conn.send(("count", index, len(ends)))
+                reply = conn.recv()
+                if reply[0] != "start":
+                    return
+                _, start, line_base = reply
+                _check_record_lengths(ends, path, line_base, unit_max_record)
+                spiller.add(data, record_keys(seed, start, len(ends)), ends)
+                del data, ends
+                conn.send(("ready", index))
+            elif kind == "end":
+                spiller.flush()
+                runs.close()
+                conn.send(("runs", runs))
+            elif kind == "drain":
+                _, merged, piles, budget = msg
+                _drain(merged, budget, _PipeSink(conn), piles)
+                merged.close()
+                conn.send(("done",))
+            elif kind == "drain_to":
+                _, merged, piles, offsets, budget, path, out_name = msg
+                _drain_to_file(merged, piles, offsets, budget, path, out_name, conn)
+                merged.close()
+                conn.send(("done",))
+            else:
+                return
+    except KxError as e:
+        with contextlib.suppress(Exception):
+            conn.send(("error", e.message))
+    except BaseException as e:  # noqa: BLE001 - reported to the main process
+        with contextlib.suppress(Exception):
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        runs.close()
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _drain_to_file(
+    runs: _Runs,
+    piles: Sequence[int],
+    offsets: Sequence[int],
+    budget: int,
+    path: str,
+    name: str,
+    conn: Connection,
+) -> None:
+    """Pass 2 in a worker, writing each pile straight into the output at its offset."""
+    counts, sizes = runs.pile_totals()
+    out = PositionalWriter(path, name, direct=int(sizes.sum()) >= plan.DIRECT_MIN)
+    try:
+        for p, offset in zip(piles, offsets, strict=True):
+            sink = _OffsetSink(out, offset)
+            _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
+            if sink.offset != offset + int(sizes[p]):
+                raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
+            conn.send(("pile", int(sizes[p])))
+    finally:
+        out.close()
