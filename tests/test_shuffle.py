@@ -717,3 +717,33 @@ def test_threads_in_memory_give_the_same_output(tmp_path, monkeypatch, target):
             data = gzip.decompress(data)
         lines += data.splitlines()[1:]  # the header tops every shard
     assert sorted(lines) == sorted(src.read_bytes().splitlines()[1:])
+
+
+@pytest.mark.parametrize("target", ["o.txt", "o-{}.txt"])
+def test_threads_leave_a_pile_too_big_for_one_thread_to_the_whole_budget(
+    tmp_path, monkeypatch, target
+):
+    from kxtool.shuffle import output
+
+    src = tmp_path / "src.txt"
+    _random_lines_file(src, 2 << 20, seed=5)
+    shards = 2 if "{}" in target else None
+    want = tmp_path / "want"
+    want.mkdir()
+    shuffle_files([str(src)], str(want / target), memory="40M", seed=3, jobs=1, shards=shards)
+    monkeypatch.setattr(plan, "WORK_UNIT", 1 << 20)
+    monkeypatch.setattr(plan, "THREAD_MIN", 1 << 16)
+    real = output._work_memory
+    calls = []
+
+    def inflated(nbytes, count):  # ten times: over a thread's share, within the whole budget
+        calls.append(nbytes)
+        return 10 * real(nbytes, count)
+
+    monkeypatch.setattr(output, "_work_memory", inflated)
+    got = tmp_path / "got"
+    got.mkdir()
+    res = shuffle_files([str(src)], str(got / target), memory="40M", seed=3, jobs=3, shards=shards)
+    assert res.in_memory and res.jobs == 3 and calls
+    for p in sorted(want.iterdir()):
+        assert (got / p.name).read_bytes() == p.read_bytes()
