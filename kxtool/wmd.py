@@ -3,7 +3,7 @@
 A document is its bag of known words. Each text is turned once into a :class:`Doc` - the
 unique vocabulary rows it uses and their transport mass - and the distances work on two such
 docs: a small dense cost matrix between the words of one and the words of the other (float64),
-solved exactly by POT's network simplex.
+solved exactly by :func:`kxtool.transport.emd` (kxtool's compiled network simplex, else POT's).
 
 - **WMD** (Kusner et al., 2015, "From Word Embeddings To Document Distances"): mass is the
   normalised word count (nBOW), cost the Euclidean distance between word vectors.
@@ -33,7 +33,6 @@ import math
 import os
 import sys
 import threading
-import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +44,8 @@ import numpy as np
 from .errors import KxError
 from .progress import Progress
 from .text import Tokenizer, has_cjk
+from .transport import emd as _emd
+from .transport import sinkhorn as _sinkhorn
 
 __all__ = [
     "METRICS",
@@ -69,83 +70,6 @@ DEFAULT_REG = 0.1
 _NAN = float("nan")
 
 Text = str | Sequence[str]
-
-
-# ---------------------------------------------------------------------------------------------
-# the exact solver
-
-
-_OPTIMAL, _MAX_ITER = 1, 2
-_emd_impl: Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[float, int]] | None = None
-
-
-def _emd_via_public(a: np.ndarray, b: np.ndarray, M: np.ndarray, itermax: int):
-    import ot
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cost, log = ot.emd2(a, b, M, numItermax=itermax, log=True)
-    return float(cost), int(log.get("result_code", _OPTIMAL))
-
-
-def _pick_emd() -> Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[float, int]]:
-    """POT's network simplex, called directly when possible (``ot.emd2`` costs ~0.2 ms of
-    argument checking per call, more than solving a 20-word problem), else ``ot.emd2``."""
-    try:
-        from ot.lp.emd_wrap import emd_c
-    except ImportError:  # pragma: no cover - other POT layouts
-        return _emd_via_public
-    a = np.array([0.5, 0.5])
-    M = np.array([[0.0, 1.0], [1.0, 0.0]])
-    for extra in ((1, None, None), (1,), ()):
-        try:
-            res = emd_c(a, a, M, 1000, *extra)
-        except TypeError:
-            continue
-        if len(res) >= 5 and abs(float(res[1])) < 1e-12:
-
-            def direct(a, b, M, itermax, _extra=extra):  # type: ignore[no-untyped-def]
-                res = emd_c(a, b, M, itermax, *_extra)
-                return float(res[1]), int(res[-1])
-
-            return direct
-    return _emd_via_public  # pragma: no cover
-
-
-def _emd(a: np.ndarray, b: np.ndarray, M: np.ndarray) -> float:
-    """The optimal transport cost between histograms ``a`` and ``b`` (same total mass)."""
-    global _emd_impl
-    if _emd_impl is None:
-        _emd_impl = _pick_emd()
-    n1, n2 = M.shape
-    b = b * (a.sum() / b.sum())
-    if n1 == 1:  # one source: the plan is forced
-        return float(M[0] @ b)
-    if n2 == 1:  # one sink: likewise
-        return float(a @ M[:, 0])
-    itermax = max(100_000, 20 * n1 * n2)
-    for _ in range(4):
-        cost, code = _emd_impl(a, b, M, itermax)
-        if code == _OPTIMAL:
-            return max(cost, 0.0)
-        if code != _MAX_ITER:
-            raise KxError(f"the transport solver failed on a {n1}x{n2} problem (code {code})")
-        itermax *= 10
-    raise KxError(  # pragma: no cover - needs a pathological problem
-        f"the transport solver did not converge on a {n1}x{n2} problem"
-    )
-
-
-def _sinkhorn(a: np.ndarray, b: np.ndarray, M: np.ndarray, reg: float) -> float:
-    import ot
-
-    if M.shape[0] == 1 or M.shape[1] == 1:
-        return _emd(a, b, M)
-    b = b * (a.sum() / b.sum())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cost = ot.sinkhorn2(a, b, M, reg, method="sinkhorn_log", numItermax=5_000, stopThr=1e-9)
-    return float(cost)
 
 
 # ---------------------------------------------------------------------------------------------

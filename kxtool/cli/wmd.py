@@ -13,6 +13,10 @@ from ._app import Bars, command, err, print_json, warn
 
 _METRICS = ("wmd", "wrd", "wcd", "rwmd", "sinkhorn")
 _LANGS = ("auto", "zh", "en")
+_SOLVERS = {
+    "kxtool": "kxtool's compiled network simplex",
+    "pot": "POT's network simplex (kxtool's compiled solver is not built)",
+}
 
 _HELP = """Distance between texts over word vectors: WMD, WRD and their bounds.
 
@@ -251,6 +255,7 @@ def wmd_command(
         # --jobs processes on a busy machine (set before numpy loads, or it has no effect).
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
+    from .. import transport
     from ..errors import KxError
     from ..text import Tokenizer
     from ..vectors import resolve_vectors
@@ -271,6 +276,8 @@ def wmd_command(
         vecs = resolve_vectors(vectors, limit=limit, progress=bars)
     if verbose:
         err(f"kxtool: vectors: {vecs.source} ({len(vecs)} words, {vecs.dim} dimensions)")
+        if metric in ("wmd", "wrd"):
+            err(f"kxtool: exact solver: {_SOLVERS[transport.solver()]}")
     stats = WmdStats()
     out = sys.stdout
     key = "similarity" if similarity else "distance"
