@@ -33,7 +33,6 @@ import math
 import os
 import sys
 import threading
-import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -541,10 +540,6 @@ def sinkhorn(
 
 _WORK: dict[str, Any] = {}
 
-#: With ``jobs > 1``, pairs are computed in the calling process for this many seconds before
-#: the workers start: starting them costs tens of milliseconds, more than a short job takes.
-SERIAL_START = 0.1
-
 
 def _worker_init() -> None:
     """Workers die quietly when the pool is terminated, and leave Ctrl-C to the parent."""
@@ -654,16 +649,6 @@ def wmd_pairs(
     pool = None
     chunks: Iterator[list[tuple[Text, Text]]] = iter(())
     if jobs > 1:
-        # the first pairs are computed here, so a short job never waits for workers to start
-        space.stats = total
-        until = time.perf_counter() + SERIAL_START
-        for x, y in pairs:
-            yield fn(space.doc(x), space.doc(y))
-            done += 1
-            if progress is not None and done % 256 == 0:
-                progress("pairs", done, None)
-            if time.perf_counter() >= until:
-                break
         chunks = _chunked(pairs, chunk_size)
         first = next(chunks, None)
         if first is not None:
