@@ -28,6 +28,7 @@ cost is half the squared Euclidean distance between unit vectors, so the centroi
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import math
 import os
@@ -559,6 +560,25 @@ def _fork_pool(jobs: int):  # type: ignore[no-untyped-def]
     return ctx.Pool(jobs, initializer=_worker_init)
 
 
+@contextlib.contextmanager
+def _workers(jobs: int, **work: Any) -> Iterator[Any]:
+    """Publish ``work`` in ``_WORK`` (forked workers inherit it) and start a pool of ``jobs``
+    processes (``None`` for one job); on exit, however it comes, stop the pool and restore
+    ``_WORK`` as it was (so a generator nested in another's loop keeps the outer state)."""
+    prev = dict(_WORK)
+    _WORK.clear()
+    _WORK.update(work)
+    pool = _fork_pool(jobs) if jobs > 1 else None
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        _WORK.clear()
+        _WORK.update(prev)
+
+
 def _jobs(jobs: int | None) -> int:
     if jobs is None or jobs == 1:
         return 1
@@ -646,17 +666,16 @@ def wmd_pairs(
     pairs = _zip_strict(texts_a, texts_b)
     jobs = _jobs(jobs)
     done = 0
-    pool = None
     chunks: Iterator[list[tuple[Text, Text]]] = iter(())
     if jobs > 1:
         chunks = _chunked(pairs, chunk_size)
         first = next(chunks, None)
-        if first is not None:
+        if first is None:
+            jobs = 1
+        else:
             chunks = itertools.chain([first], chunks)
             _warm_tokenizer(space.tokenizer, first)
-            _WORK.update(space=space, fn=fn)
-            pool = _fork_pool(jobs)
-    try:
+    with _workers(jobs, space=space, fn=fn) as pool:
         if pool is None:
             space.stats = total
             for x, y in itertools.chain(itertools.chain.from_iterable(chunks), pairs):
@@ -672,11 +691,6 @@ def wmd_pairs(
                 done += len(scores)
                 if progress is not None:
                     progress("pairs", done, None)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-            _WORK.clear()
     if progress is not None:
         progress("pairs", done, done)
 
@@ -767,15 +781,12 @@ def cross_rows(
     space, A, B = _prepare_two(texts_a, texts_b, vectors, metric, tokenizer, stats)
     fn = space.measure(metric, reg)
     total = len(A) * len(B)
-    jobs = _jobs(jobs)
-    prev = dict(_WORK)
-    _WORK.clear()
-    _WORK.update(space=space, fn=fn, A=A, B=B, metric=metric)
+    jobs = _jobs(jobs) if len(A) > 1 else 1
+    work = dict(space=space, fn=fn, A=A, B=B, metric=metric)
     if metric == "wcd":
-        _WORK["cent"] = _centroids(space, B)
-    pool = _fork_pool(jobs) if jobs > 1 and len(A) > 1 else None
+        work["cent"] = _centroids(space, B)
     done = 0
-    try:
+    with _workers(jobs, **work) as pool:
         if pool is None:
             for i in range(len(A)):
                 row = _cross_row(i)
@@ -792,12 +803,6 @@ def cross_rows(
                     if progress is not None:
                         progress("pairs", done, total)
                     yield row
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        _WORK.clear()
-        _WORK.update(prev)
 
 
 def wmd_cross(
@@ -1077,13 +1082,9 @@ def search_rows(
             if progress is not None:
                 progress("queries", i + 1, n)
         return
-    jobs = _jobs(jobs)
-    prev = dict(_WORK)
-    _WORK.clear()
-    _WORK.update(corpus=corp, Q=Q, k=k, prune=prune)
-    pool = _fork_pool(jobs) if jobs > 1 and n > 1 else None
+    jobs = _jobs(jobs) if n > 1 else 1
     done = 0
-    try:
+    with _workers(jobs, corpus=corp, Q=Q, k=k, prune=prune) as pool:
         if pool is None:
             for q in Q:
                 yield _search_one(corp, q, k, prune, st)
@@ -1099,12 +1100,6 @@ def search_rows(
                     if progress is not None:
                         progress("queries", done, n)
                     yield r
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        _WORK.clear()
-        _WORK.update(prev)
 
 
 def wmd_search(
