@@ -19,6 +19,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,10 +34,45 @@ _BZ2_BLOCK = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
 _DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile, ValueError)
 
 
+_ALIASES: dict[str, str] = {}  # paths standing for stdin (see stdin_as_file)
+
+
 def display_name(path: str | os.PathLike[str]) -> str:
-    """How a path is named in messages (``-`` is shown as ``<stdin>``)."""
+    """How a path is named in messages (``-``, and a path for it, is shown as ``<stdin>``)."""
     p = os.fspath(path)
+    p = _ALIASES.get(p, p)
     return "<stdin>" if p == STDIO else p
+
+
+@contextlib.contextmanager
+def stdin_as_file() -> Iterator[str | None]:
+    """A path that reopens stdin, when stdin is an uncompressed regular file not yet read
+    (``kxtool shuffle < big.txt``), so that it can be sized and read by byte ranges, by any
+    process, like a named file; else ``None``. The path is ``/dev/fd/N`` for a duplicate of
+    file descriptor 0 (closed on exit) and is named ``<stdin>`` in messages."""
+    dup = -1
+    try:
+        fd = sys.stdin.fileno()
+        st = os.fstat(fd)
+        if (
+            stat.S_ISREG(st.st_mode)
+            and sys.stdin.buffer.tell() == 0
+            and _sniff(os.pread(fd, _SNIFF, 0)) is None
+            and os.path.isdir("/dev/fd")
+        ):
+            dup = os.dup(fd)
+    except (AttributeError, OSError, ValueError):  # no stdin, closed, not seekable
+        dup = -1
+    if dup < 0:
+        yield None
+        return
+    path = f"/dev/fd/{dup}"
+    _ALIASES[path] = STDIO
+    try:
+        yield path
+    finally:
+        _ALIASES.pop(path, None)
+        os.close(dup)
 
 
 def os_error(err: OSError, path: str | os.PathLike[str], action: str = "cannot open") -> KxError:

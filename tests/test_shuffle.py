@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import errno
 import gzip
+import io
 import itertools
 import lzma
 import math
@@ -25,6 +26,7 @@ from kxtool import textio
 from kxtool.errors import KxError
 from kxtool.shuffle import keys as shkeys
 from kxtool.shuffle import plan, record_keys, shuffle_files
+from kxtool.shuffle.reading import _RangePlan
 from kxtool.textio import _sniff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -747,3 +749,82 @@ def test_threads_leave_a_pile_too_big_for_one_thread_to_the_whole_budget(
     assert res.in_memory and res.jobs == 3 and calls
     for p in sorted(want.iterdir()):
         assert (got / p.name).read_bytes() == p.read_bytes()
+
+
+# ------------------------------------------------------------------ stdin redirected from a file
+
+
+def _redirect_stdin(monkeypatch, path, offset=0):
+    f = open(path, "rb")  # noqa: SIM115 - closed by the test's cleanup
+    f.seek(offset)
+    stdin = io.TextIOWrapper(f)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    return stdin
+
+
+@pytest.mark.parametrize("header", [0, 3])
+def test_stdin_from_a_plain_file_is_read_by_ranges_like_the_file(tmp_path, monkeypatch, header):
+    names, datas = _mixed_inputs(tmp_path)
+    ref = tmp_path / "ref.txt"
+    shuffle_files(names, str(ref), memory="16K", seed=4, jobs=2, header=header)
+    ranges = []
+    real = _RangePlan.make
+    monkeypatch.setattr(
+        _RangePlan, "make", staticmethod(lambda *a: ranges.append(a[0]) or real(*a))
+    )
+    stdin = _redirect_stdin(monkeypatch, names[0])
+    try:
+        out = tmp_path / "out.txt"
+        args = ["-", *names[1:]]
+        shuffle_files(args, str(out), memory="16K", seed=4, jobs=2, header=header)
+    finally:
+        stdin.close()
+    assert out.read_bytes() == ref.read_bytes()
+    assert len(ranges) == 1 and ranges[0][0].startswith("/dev/fd/")
+    assert not textio._ALIASES  # the duplicate descriptor is closed, its alias gone
+
+
+def test_stdin_from_a_file_read_partly_already_is_read_from_where_it_stands(
+    tmp_path, monkeypatch
+):
+    data = b"".join(b"line %d\n" % i for i in range(3000))
+    p = write(tmp_path / "in.txt", data)
+    cut = data.index(b"line 1000\n")
+    rest = write(tmp_path / "rest.txt", data[cut:])
+    ref = tmp_path / "ref.txt"
+    shuffle_files([rest], str(ref), memory="16K", seed=5, jobs=2)
+    stdin = _redirect_stdin(monkeypatch, p, cut)
+    try:
+        out = tmp_path / "out.txt"
+        shuffle_files(["-"], str(out), memory="16K", seed=5, jobs=2)
+    finally:
+        stdin.close()
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_compressed_stdin_from_a_file_is_still_decompressed(tmp_path, monkeypatch):
+    data = b"".join(b"row %d\n" % i for i in range(4000))
+    plain = write(tmp_path / "in.txt", data)
+    gz = tmp_path / "in.gz"
+    gz.write_bytes(gzip.compress(data))
+    ref = tmp_path / "ref.txt"
+    shuffle_files([plain], str(ref), memory="16K", seed=6, jobs=2)
+    stdin = _redirect_stdin(monkeypatch, gz)
+    try:
+        out = tmp_path / "out.txt"
+        shuffle_files(["-"], str(out), memory="16K", seed=6, jobs=2)
+    finally:
+        stdin.close()
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_stdin_from_a_file_is_named_stdin_in_errors(tmp_path, monkeypatch):
+    data = b"short\n" * 3000 + b"x" * 5000 + b"\n" + b"short\n" * 3000
+    p = write(tmp_path / "big.txt", data)
+    stdin = _redirect_stdin(monkeypatch, p)
+    try:
+        with pytest.raises(KxError, match=r"line 3001 of '<stdin>' .*--memory"):
+            shuffle_files(["-"], str(tmp_path / "out.txt"), memory="8K", seed=1, jobs=2)
+    finally:
+        stdin.close()
+    assert sorted(os.listdir(tmp_path)) == ["big.txt"]

@@ -57,6 +57,7 @@ from ..textio import (
     format_size,
     input_size,
     parse_size,
+    stdin_as_file,
     temp_dir,
 )
 from . import plan
@@ -210,7 +211,28 @@ def shuffle_files(
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"
     _tune_allocator()
+    # stdin redirected from a plain file is read like that file: by byte ranges, in parallel
+    with stdin_as_file() if STDIO in paths else contextlib.nullcontext() as stdin_path:
+        if stdin_path is not None:
+            paths = [stdin_path if p == STDIO else p for p in paths]
+        return _shuffle_paths(
+            paths, output, budget, seed, tmp_dir, shards, header, sep, jobs, progress, _pile_bits
+        )
 
+
+def _shuffle_paths(
+    paths: list[str],
+    output: str,
+    budget: int,
+    seed: int,
+    tmp_dir: str | os.PathLike[str] | None,
+    shards: int | None,
+    header: int,
+    sep: bytes,
+    jobs: int | None,
+    progress: Progress | None,
+    _pile_bits: int | None,
+) -> ShuffleResult:
     sizes = [input_size(p) for p in paths]
     known_total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
     planning_total = known_total if known_total is not None else _planning_size(paths)
