@@ -80,7 +80,7 @@ def test_agrees_with_pot_on_larger_problems(kind: str) -> None:
         a, b, M = problem(rng, m, n, kind)
         got, pivots = native_cost(a, b, M)
         assert got == pytest.approx(pot_cost(a, b, M), rel=1e-12, abs=1e-12 * M.max())
-        assert pivots < transport.PIVOTS_PER_NODE * (m + n)
+        assert pivots < 20 * (m + n)  # far from the cycling guard
 
 
 @settings(max_examples=150, deadline=None)
