@@ -370,6 +370,7 @@ static int get_f64(PyObject *obj, Py_buffer *view, int ndim, const char *name) {
 }
 
 static PyObject *py_emd(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *ao, *bo, *mo;
     long long max_iter;
     if (!PyArg_ParseTuple(args, "OOOL", &ao, &bo, &mo, &max_iter)) return NULL;
