@@ -755,7 +755,8 @@ def test_threads_leave_a_pile_too_big_for_one_thread_to_the_whole_budget(
 
 
 def _redirect_stdin(monkeypatch, path, offset=0):
-    f = open(path, "rb")  # noqa: SIM115 - closed by the test's cleanup
+    """Make ``sys.stdin`` the file ``path``, positioned at ``offset`` (use it in ``with``)."""
+    f = open(path, "rb")  # noqa: SIM115 - closed by the caller's with
     f.seek(offset)
     stdin = io.TextIOWrapper(f)
     monkeypatch.setattr(sys, "stdin", stdin)
@@ -772,59 +773,38 @@ def test_stdin_from_a_plain_file_is_read_by_ranges_like_the_file(tmp_path, monke
     monkeypatch.setattr(
         _RangePlan, "make", staticmethod(lambda *a: ranges.append(a[0]) or real(*a))
     )
-    stdin = _redirect_stdin(monkeypatch, names[0])
-    try:
+    with _redirect_stdin(monkeypatch, names[0]):
         out = tmp_path / "out.txt"
         args = ["-", *names[1:]]
         shuffle_files(args, str(out), memory="16K", seed=4, jobs=2, header=header)
-    finally:
-        stdin.close()
     assert out.read_bytes() == ref.read_bytes()
     assert len(ranges) == 1 and ranges[0][0].startswith("/dev/fd/")
     assert not textio._ALIASES  # the duplicate descriptor is closed, its alias gone
 
 
-def test_stdin_from_a_file_read_partly_already_is_read_from_where_it_stands(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("case", ["read partly already", "compressed"])
+def test_stdin_from_a_file_that_ranges_cannot_read_takes_the_stream_route(
+    tmp_path, monkeypatch, case
 ):
     data = b"".join(b"line %d\n" % i for i in range(3000))
-    p = write(tmp_path / "in.txt", data)
-    cut = data.index(b"line 1000\n")
-    rest = write(tmp_path / "rest.txt", data[cut:])
+    if case == "compressed":  # decompressed as it is read
+        stdin_file, offset, want = tmp_path / "in.gz", 0, data
+        stdin_file.write_bytes(gzip.compress(data))
+    else:  # read from where it stands, as a stream would be
+        offset = data.index(b"line 1000\n")
+        stdin_file, want = write(tmp_path / "in.txt", data), data[offset:]
     ref = tmp_path / "ref.txt"
-    shuffle_files([rest], str(ref), memory="16K", seed=5, jobs=2)
-    stdin = _redirect_stdin(monkeypatch, p, cut)
-    try:
+    shuffle_files([write(tmp_path / "want.txt", want)], str(ref), memory="16K", seed=5, jobs=2)
+    with _redirect_stdin(monkeypatch, stdin_file, offset):
         out = tmp_path / "out.txt"
         shuffle_files(["-"], str(out), memory="16K", seed=5, jobs=2)
-    finally:
-        stdin.close()
-    assert out.read_bytes() == ref.read_bytes()
-
-
-def test_compressed_stdin_from_a_file_is_still_decompressed(tmp_path, monkeypatch):
-    data = b"".join(b"row %d\n" % i for i in range(4000))
-    plain = write(tmp_path / "in.txt", data)
-    gz = tmp_path / "in.gz"
-    gz.write_bytes(gzip.compress(data))
-    ref = tmp_path / "ref.txt"
-    shuffle_files([plain], str(ref), memory="16K", seed=6, jobs=2)
-    stdin = _redirect_stdin(monkeypatch, gz)
-    try:
-        out = tmp_path / "out.txt"
-        shuffle_files(["-"], str(out), memory="16K", seed=6, jobs=2)
-    finally:
-        stdin.close()
     assert out.read_bytes() == ref.read_bytes()
 
 
 def test_stdin_from_a_file_is_named_stdin_in_errors(tmp_path, monkeypatch):
     data = b"short\n" * 3000 + b"x" * 5000 + b"\n" + b"short\n" * 3000
     p = write(tmp_path / "big.txt", data)
-    stdin = _redirect_stdin(monkeypatch, p)
-    try:
+    with _redirect_stdin(monkeypatch, p):
         with pytest.raises(KxError, match=r"line 3001 of '<stdin>' .*--memory"):
             shuffle_files(["-"], str(tmp_path / "out.txt"), memory="8K", seed=1, jobs=2)
-    finally:
-        stdin.close()
     assert sorted(os.listdir(tmp_path)) == ["big.txt"]
