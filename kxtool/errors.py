@@ -18,3 +18,16 @@ class KxError(Exception):
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return self.message
+
+
+class KxWarning(UserWarning):
+    """Something the user should know that does not stop the work: a value that may be off,
+    input that was repaired. Engines issue it with :func:`kxwarn` (``warnings.warn``), so a
+    Python caller sees an ordinary warning and the CLI prints ``kxtool: warning: <message>``."""
+
+
+def kxwarn(message: str) -> None:
+    """Issue a :class:`KxWarning` (one line) from an engine."""
+    import warnings
+
+    warnings.warn(KxWarning(" ".join(str(message).split())), stacklevel=2)

@@ -155,10 +155,17 @@ def test_generated_reference_and_completions_are_current():
     )
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
+def _ruff() -> str | None:
+    """ruff beside this interpreter (a venv's bin/, not on PATH under the README's command),
+    else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ruff")
+    return beside if os.access(beside, os.X_OK) else shutil.which("ruff")
+
+
+@pytest.mark.skipif(_ruff() is None, reason="ruff not installed")
 def test_ruff_is_clean():
     proc = subprocess.run(
-        ["ruff", "check", "--quiet", "kxtool", "tests"], cwd=ROOT, capture_output=True, text=True
+        [_ruff(), "check", "--quiet", "kxtool", "tests"], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ import typer
 from typer.exceptions import TyperException
 
 from .. import __version__
-from ..errors import KxError
+from ..errors import KxError, KxWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,11 +73,24 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """Engines' :class:`KxWarning` as ``kxtool: warning: ...``; others as Python shows them."""
+    if issubclass(category, KxWarning):
+        warn(str(message))
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def guard(fn: F) -> F:
     """Turn the exceptions a user may meet into a one-line message and an exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        warnings.showwarning = _show_warning
+        warnings.simplefilter("always", KxWarning)
         try:
             return fn(*args, **kwargs)
         except KxError as e:
