@@ -21,18 +21,35 @@ import re
 import shutil
 import stat
 import sys
-import tempfile
+import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
+from . import tempfiles
 from .errors import KxError
 
 STDIO = "-"
 
-_SNIFF = 10  # bytes looked at to recognise a compressed stream
+_SNIFF = 264  # bytes looked at to recognise a compressed stream or archive (tar: 257 + 5)
 _BZ2_BLOCK = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
-_DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, gzip.BadGzipFile, ValueError)
+_DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError)
 
+#: Formats kxtool recognises by their magic bytes but does not read: (magic, offset, name).
+_UNREAD_FORMATS = (
+    (b"\x28\xb5\x2f\xfd", 0, "zstd-compressed"),
+    (b"\x04\x22\x4d\x18", 0, "lz4-compressed"),
+    (b"\x02\x21\x4c\x18", 0, "lz4-compressed (legacy frame)"),
+    (b"\xff\x06\x00\x00sNaPpY", 0, "snappy-compressed"),
+    (b"LZIP", 0, "lzip-compressed"),
+    (b"\x1f\x9d", 0, "compress (.Z) data"),
+    (b"PK\x03\x04", 0, "a zip archive"),
+    (b"PK\x05\x06", 0, "a zip archive"),
+    (b"7z\xbc\xaf\x27\x1c", 0, "a 7z archive"),
+    (b"Rar!\x1a\x07", 0, "a rar archive"),
+    (b"ustar", 257, "a tar archive"),
+    (b"\x93NUMPY", 0, "a numpy .npy file"),
+)
 
 _ALIASES: dict[str, str] = {}  # paths standing for stdin (see stdin_as_file)
 
@@ -76,37 +93,140 @@ def stdin_as_file() -> Iterator[str | None]:
 
 
 def os_error(err: OSError, path: str | os.PathLike[str], action: str = "cannot open") -> KxError:
-    """Turn an ``OSError`` about ``path`` into a one-line :class:`KxError`."""
-    name = display_name(path)
+    """Turn an ``OSError`` about ``path`` into a one-line :class:`KxError`. ``-`` is named
+    stdout when ``action`` is about writing, else ``<stdin>``."""
+    p = os.fspath(path)
+    writing = "writ" in action
+    if p == STDIO and writing:
+        where = "cannot write to stdout"
+    else:
+        where = f"{action} {display_name(p)!r}"
     if err.errno == errno.ENOSPC:
-        return KxError(f"no space left on device while writing {name!r}")
-    if err.errno == errno.EDQUOT:
-        return KxError(f"disk quota exceeded while writing {name!r}")
-    reason = err.strerror or str(err)
-    return KxError(f"{action} {name!r}: {reason}")
+        reason = "no space left on device"
+    elif err.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    else:
+        reason = err.strerror or str(err)
+    return KxError(f"{where}: {reason}")
 
 
 def _sniff(head: bytes) -> str | None:
-    """The compression of a stream that starts with ``head``: the full magic numbers are
-    required (gzip with deflate; bzip2 with its level digit and block or end marker; xz), so a
-    text that merely starts with ``BZh`` is not taken for bzip2."""
+    """The format of a stream that starts with ``head``: ``"gzip"``, ``"bzip2"``, ``"xz"``
+    (read transparently), the name of a compressed or archive format that kxtool recognises
+    but does not read (see :data:`_UNREAD_FORMATS`; :func:`_wrap_compressed` refuses it), or
+    ``None`` for anything else (text). Full magic numbers are required (gzip with deflate;
+    bzip2 with its level digit and block or end marker), so a text that merely starts with
+    ``BZh`` is not taken for bzip2."""
     if head.startswith(b"\x1f\x8b\x08"):
         return "gzip"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
     if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[3:4] and head[4:10] in _BZ2_BLOCK:
         return "bzip2"
+    for magic, offset, name in _UNREAD_FORMATS:
+        if head[offset : offset + len(magic)] == magic:
+            return name
     return None
 
 
-def _wrap_compressed(raw: BinaryIO, kind: str | None) -> BinaryIO:
-    if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if kind == "bzip2":
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
-    if kind == "xz":
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
-    return raw
+def _wrap_compressed(raw: BinaryIO, kind: str | None, path: str | os.PathLike[str]) -> BinaryIO:
+    """``raw`` as a stream of decompressed bytes whose errors are :class:`KxError` naming
+    ``path`` (see :class:`_Checked`)."""
+    if kind is None:
+        stream: BinaryIO = raw
+    elif kind == "gzip":
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+    elif kind == "bzip2":
+        stream = bz2.BZ2File(raw, mode="rb")  # type: ignore[assignment]
+    elif kind == "xz":
+        stream = lzma.LZMAFile(raw, mode="rb")  # type: ignore[assignment]
+    else:
+        raise KxError(
+            f"cannot read {display_name(path)!r}: it is {kind}, which kxtool does not read "
+            "(it reads plain text, gzip, bzip2 and xz)"
+        )
+    return _Checked(stream, kind, path)  # type: ignore[return-value]
+
+
+class _Checked:
+    """A read-only stream proxy that turns every error while reading (corrupt or truncated
+    compressed data, an I/O error) into a one-line :class:`KxError` naming the file and how
+    many (decompressed) bytes were read before it."""
+
+    PIECE = 1 << 20  # compressed streams are read in pieces of this size (see read)
+
+    def __init__(self, stream: BinaryIO, kind: str | None, path: str | os.PathLike[str]) -> None:
+        self._stream = stream
+        self._kind = kind
+        self._path = path
+        self.position = 0  # bytes handed out so far
+
+    def _error(self, e: BaseException) -> KxError:
+        if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile) and e.errno:
+            return os_error(e, self._path, "cannot read")
+        what = f"{self._kind} data" if self._kind else "data"
+        at = f" after byte {self.position} of its content" if self.position else ""
+        if isinstance(e, EOFError):
+            problem = f"truncated {what}: it ends{at or ' early'}"
+        else:
+            problem = f"corrupt {what}{at} ({str(e) or type(e).__name__})"
+        return KxError(f"cannot read {display_name(self._path)!r}: {problem}")
+
+    def read(self, size: int = -1) -> bytes:
+        if self._kind is not None and size is not None and size > self.PIECE:
+            parts = []  # in pieces, so that an error can say how far the data was good
+            while size > 0:
+                part = self.read(min(size, self.PIECE))
+                if not part:
+                    break
+                parts.append(part)
+                size -= len(part)
+            return b"".join(parts)
+        try:
+            data = self._stream.read(size)
+        except _DECOMPRESS_ERRORS as e:
+            raise self._error(e) from None
+        self.position += len(data)
+        return data
+
+    def readinto(self, view) -> int:  # type: ignore[no-untyped-def]
+        view = memoryview(view).cast("B")
+        if self._kind is not None and len(view) > self.PIECE:
+            done = 0
+            while done < len(view):
+                got = self.readinto(view[done : done + self.PIECE])
+                if not got:
+                    break
+                done += got
+            return done
+        try:
+            got = self._stream.readinto(view)  # type: ignore[attr-defined]
+        except _DECOMPRESS_ERRORS as e:
+            raise self._error(e) from None
+        self.position += got or 0
+        return got
+
+    def readline(self, size: int = -1) -> bytes:
+        try:
+            line = self._stream.readline(size)
+        except _DECOMPRESS_ERRORS as e:
+            raise self._error(e) from None
+        self.position += len(line)
+        return line
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def close(self) -> None:
+        with contextlib.suppress(*_DECOMPRESS_ERRORS):
+            self._stream.close()
+
+    def __getattr__(self, name: str):  # pragma: no cover - delegation
+        return getattr(self._stream, name)
 
 
 def compression_for_name(path: str | os.PathLike[str]) -> str | None:
@@ -119,58 +239,57 @@ def compression_for_name(path: str | os.PathLike[str]) -> str | None:
 
 
 def compression_of(path: str | os.PathLike[str]) -> str | None:
-    """``"gzip"``, ``"bzip2"``, ``"xz"`` or ``None`` for a file (by content, not by name)."""
+    """``"gzip"``, ``"bzip2"``, ``"xz"`` or ``None`` for a file (by content, not by name); a
+    compressed or archive format that kxtool does not read is a :class:`KxError`."""
     p = os.fspath(path)
     if p == STDIO:
         return None
     try:
         with open(p, "rb") as f:
-            return _sniff(f.read(_SNIFF))
+            kind = _sniff(f.read(_SNIFF))
     except OSError as e:
         raise os_error(e, p) from None
+    if kind not in (None, "gzip", "bzip2", "xz"):
+        _wrap_compressed(None, kind, p)  # type: ignore[arg-type]  # raises
+    return kind
+
+
+def _check_not_directory(p: str) -> None:
+    if os.path.isdir(p):
+        raise KxError(f"cannot read {p!r}: it is a directory")
 
 
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open an input for binary reading: a file, a compressed file or ``-`` (stdin).
+    """Open an input for binary reading: a file, a compressed file, a pipe or ``-`` (stdin).
 
-    The stream yields decompressed bytes. Stdin is not closed on exit. Errors opening the file
-    become :class:`KxError`; errors while reading a compressed stream surface as the usual
-    exceptions, which :func:`read_blocks` translates.
+    The stream yields decompressed bytes; errors while reading (corrupt or truncated data,
+    I/O errors) are :class:`KxError` naming the file, as are errors opening it and formats
+    kxtool recognises but does not read. Stdin is not closed on exit.
     """
     p = os.fspath(path)
     if p == STDIO:
         raw = sys.stdin.buffer
         head = raw.peek(_SNIFF)[:_SNIFF] if hasattr(raw, "peek") else b""
-        kind = _sniff(head)
-        stream = _wrap_compressed(raw, kind)
-        yield stream
+        yield _wrap_compressed(raw, _sniff(head), p)
         return
-    if os.path.isdir(p):
-        raise KxError(f"cannot read {p!r}: it is a directory")
+    _check_not_directory(p)
     try:
         raw = open(p, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
         raise os_error(e, p) from None
     try:
-        kind = _sniff(raw.peek(_SNIFF)[:_SNIFF])  # peek, not read+seek: pipes cannot seek
-        stream = _wrap_compressed(raw, kind)
+        try:
+            head = raw.peek(_SNIFF)[:_SNIFF]  # peek, not read+seek: pipes cannot seek
+        except OSError as e:
+            raise os_error(e, p, "cannot read") from None
+        stream = _wrap_compressed(raw, _sniff(head), p)
         try:
             yield stream
         finally:
-            if stream is not raw:
-                stream.close()
+            stream.close()
     finally:
         raw.close()
-
-
-def _read_error(e: BaseException, path: str | os.PathLike[str]) -> KxError:
-    """The :class:`KxError` for an error raised while reading ``path``."""
-    if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile) and e.errno:
-        return os_error(e, path, "cannot read")
-    return KxError(
-        f"cannot read {display_name(path)!r}: corrupt or truncated compressed data ({e})"
-    )
 
 
 def read_blocks(path: str | os.PathLike[str], block_size: int = 16 << 20) -> Iterator[bytes]:
@@ -180,10 +299,7 @@ def read_blocks(path: str | os.PathLike[str], block_size: int = 16 << 20) -> Ite
     """
     with open_input(path) as f:
         while True:
-            try:
-                block = f.read(block_size)
-            except _DECOMPRESS_ERRORS as e:
-                raise _read_error(e, path) from None
+            block = f.read(block_size)
             if not block:
                 return
             yield block
@@ -199,14 +315,11 @@ def open_filler(path: str | os.PathLike[str]) -> Iterator[Callable[[memoryview],
         def fill(view: memoryview) -> int:
             done = 0
             want = len(view)
-            try:
-                while done < want:
-                    got = f.readinto(view[done:])  # type: ignore[attr-defined]
-                    if not got:
-                        break
-                    done += got
-            except _DECOMPRESS_ERRORS as e:
-                raise _read_error(e, path) from None
+            while done < want:
+                got = f.readinto(view[done:])  # type: ignore[attr-defined]
+                if not got:
+                    break
+                done += got
             return done
 
         yield fill
@@ -232,17 +345,13 @@ def input_size(path: str | os.PathLike[str]) -> int | None:
 
 
 def check_readable(path: str | os.PathLike[str]) -> None:
-    """Fail early, with a clear message, if ``path`` cannot be opened for reading."""
+    """Fail early, with a clear message, if ``path`` cannot be opened for reading or is in a
+    format that kxtool does not read."""
     p = os.fspath(path)
     if p == STDIO:
         return
-    if os.path.isdir(p):
-        raise KxError(f"cannot read {p!r}: it is a directory")
-    try:
-        with open(p, "rb"):
-            pass
-    except OSError as e:
-        raise os_error(e, p) from None
+    _check_not_directory(p)
+    compression_of(p)  # opens it, and refuses formats kxtool recognises but does not read
 
 
 class _KeepOpen:
@@ -264,51 +373,87 @@ class _KeepOpen:
         self._stream.flush()
 
 
-class AtomicOutputs:
-    """A set of outputs written atomically together; ``-`` is stdout.
+@dataclass
+class _Output:
+    """One output of an :class:`AtomicOutputs` set."""
 
-    Each :meth:`open` gives a file that writes to a temporary file beside its target. When the
-    ``with`` block ends without an exception, every temporary file is renamed over its target
-    (after an fsync when it replaces an existing file, so that a crash cannot lose both); on
-    any exception, Ctrl-C included, the temporary files are removed and the targets are
-    untouched. A new file keeps the permissions of the file it replaces (or the usual ones, for
-    a new file). A target named ``*.gz``, ``*.bz2`` or ``*.xz`` is written compressed.
+    file: BinaryIO  # what the bytes go into: the temporary file, or the target itself
+    comp: BinaryIO | None  # the compressor writing into ``file``, if any
+    tmp: str | None  # the temporary file; None when the target is written through
+    target: str  # the path finally written (symlinks resolved)
+    name: str  # the path as the user gave it (for messages)
+    replaces: bool  # an existing regular file is replaced
+    in_place: bool  # ... and it has other hard links: its own inode is rewritten
+
+
+class AtomicOutputs:
+    """A set of outputs written together; ``-`` is stdout.
+
+    What a target is decides how it is written:
+
+    - a regular file, or a name that does not exist yet: written to a temporary file beside it
+      (its name carries its owner, see :mod:`kxtool.tempfiles`) and renamed over the target
+      only when the whole set was written (after an fsync when it replaces a file, so that a
+      crash cannot lose both). On any exception, Ctrl-C included, the temporary files are
+      removed and the targets are untouched. A replaced file keeps its permission bits and,
+      where this process may set them, its owner and group.
+    - a regular file with several hard links: written to a temporary file first all the same,
+      then copied into the file itself, so that every link sees the result (as GNU ``shuf -o``
+      and ``sort -o`` do).
+    - a symbolic link: followed; what it points to is written as above, and the link stays.
+    - a character or block device, a FIFO: opened and written through, never renamed over
+      (``-o /dev/null`` stays a device; ``/dev/full`` is a "no space left" error).
+
+    A target named ``*.gz``, ``*.bz2`` or ``*.xz`` is written compressed. With
+    ``make_dirs``, missing directories of a target are created (and removed again if the set
+    is discarded while they are still empty).
     """
 
-    def __init__(self) -> None:
-        # (file, compressor or None, temporary path, target)
-        self._open: list[tuple[BinaryIO, BinaryIO | None, str, str]] = []
+    def __init__(self, make_dirs: bool = False) -> None:
+        self._open: list[_Output] = []
         self._stdout: BinaryIO | None = None
+        self._make_dirs = make_dirs
+        self._made_dirs: list[str] = []
 
     def open(self, path: str | os.PathLike[str], size: int | None = None) -> BinaryIO:
-        """A file writing to a temporary file beside ``path``; ``size``, when known, reserves
-        the space at once (a full disk is then an error before anything is written)."""
+        """A file writing (eventually) to ``path``; ``size``, when known, reserves the space of
+        a temporary file at once (a full disk is then an error before anything is written)."""
         p = os.fspath(path)
         if p == STDIO:
             if self._stdout is None:
                 self._stdout = _KeepOpen(sys.stdout.buffer)  # type: ignore[assignment]
-            return self._stdout  # type: ignore[return-value]
-        target = os.path.abspath(p)
-        directory = os.path.dirname(target)
-        if os.path.isdir(target):
-            raise KxError(f"cannot write {p!r}: it is a directory")
-        if not os.path.isdir(directory):
-            raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
+            return _Reporting(self._stdout, STDIO)  # type: ignore[arg-type, return-value]
         try:
-            fd, tmp = tempfile.mkstemp(
-                dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".kxtmp"
-            )
+            st: os.stat_result | None = os.stat(p)  # follows symbolic links
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise os_error(e, p, "cannot write") from None
+        kind = compression_for_name(p)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise KxError(f"cannot write {p!r}: it is a directory")
+        if st is not None and (not stat.S_ISREG(st.st_mode) or _is_descriptor_link(p)):
+            # a device, FIFO or socket; or /dev/stdout and the like, whatever they stand for
+            return self._open_through(p, st, kind)
+        target = os.path.realpath(p)  # follows symbolic links (a dangling one: its target)
+        directory = os.path.dirname(target)
+        self._ensure_directory(p, directory)
+        base = os.path.basename(target)
+        tempfiles.remove_stale(directory, base)
+        try:
+            fd, tmp = tempfiles.make_temp_file(directory, base)
         except OSError as e:
             raise os_error(e, p, "cannot write") from None
         try:
-            try:
-                mode = os.stat(target).st_mode & 0o7777
-            except FileNotFoundError:
-                umask = os.umask(0)
-                os.umask(umask)
-                mode = 0o666 & ~umask
-            os.fchmod(fd, mode)
-            kind = compression_for_name(target)
+            if st is not None:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                    with contextlib.suppress(OSError):
+                        os.fchown(fd, st.st_uid, st.st_gid)
+                    with contextlib.suppress(OSError):  # chown may clear set-id bits
+                        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            else:
+                os.fchmod(fd, 0o666 & ~_umask())
             if size and kind is None:
                 preallocate(fd, size, p)
             f = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -317,57 +462,103 @@ class AtomicOutputs:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        comp: BinaryIO | None = None
-        if kind == "gzip":
-            comp = gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0)  # type: ignore[assignment]
-        elif kind == "bzip2":
-            comp = bz2.BZ2File(f, mode="wb")  # type: ignore[assignment]
-        elif kind == "xz":
-            comp = lzma.LZMAFile(f, mode="wb")  # type: ignore[assignment]
-        self._open.append((f, comp, tmp, target))
-        return _Reporting(comp or f, p)  # type: ignore[return-value]
+        out = _Output(
+            f, _compressor(f, kind), tmp, target, p, st is not None, bool(st and st.st_nlink > 1)
+        )
+        self._open.append(out)
+        return _Reporting(out.comp or f, p)  # type: ignore[return-value]
 
-    def temp_path(self, path: str | os.PathLike[str]) -> str:
+    def _ensure_directory(self, p: str, directory: str) -> None:
+        if os.path.isdir(directory):
+            return
+        if os.path.exists(directory):
+            raise KxError(f"cannot write {p!r}: {directory!r} is not a directory")
+        if not self._make_dirs:
+            raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
+        missing = []
+        d = directory
+        while d and not os.path.exists(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, directory, "cannot create directory") from None
+        self._made_dirs.extend(missing)  # deepest first
+
+    def _open_through(self, p: str, st: os.stat_result, kind: str | None) -> BinaryIO:
+        if stat.S_ISSOCK(st.st_mode):
+            raise KxError(f"cannot write {p!r}: it is a socket")
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        if stat.S_ISREG(st.st_mode):
+            flags |= os.O_TRUNC  # /dev/stdout redirected to a file: as the shell would
+        try:
+            fd = os.open(p, flags)
+            f = os.fdopen(fd, "wb", buffering=1 << 20)
+        except OSError as e:
+            raise os_error(e, p, "cannot write") from None
+        out = _Output(f, _compressor(f, kind), None, p, p, False, False)
+        self._open.append(out)
+        return _Reporting(out.comp or f, p)  # type: ignore[return-value]
+
+    def temp_path(self, path: str | os.PathLike[str]) -> str | None:
         """The temporary file an opened ``path`` is being written to (for writers in other
-        processes, which write into it with ``pwrite``)."""
-        target = os.path.abspath(os.fspath(path))
-        for _f, _comp, tmp, t in self._open:
-            if t == target:
-                return tmp
+        processes, which write into it with ``pwrite``), or None when ``path`` is written
+        through (a device or FIFO) and only sequential writes reach it."""
+        p = os.fspath(path)
+        for out in self._open:
+            if out.name == p:
+                return out.tmp
         raise KeyError(path)
 
     def commit(self) -> None:
-        """Flush, fsync and rename every output into place."""
+        """Flush, fsync and rename (or copy) every output into place."""
         if self._stdout is not None:
-            self._stdout.flush()
-        for f, comp, _tmp, target in self._open:
             try:
-                if comp is not None:
-                    comp.close()  # writes the trailer; the file itself stays open
-                f.flush()
-                f.truncate()  # drop any space reserved beyond what was written
-                if os.path.lexists(target):
-                    # replacing a file: its data must be on disk before the rename, or a crash
-                    # could lose both versions; a new file is flushed by the kernel as usual
-                    os.fsync(f.fileno())
-                f.close()
+                self._stdout.flush()
             except OSError as e:
-                raise os_error(e, target, "cannot write") from None
-        for _f, _comp, tmp, target in self._open:
-            os.replace(tmp, target)
+                raise os_error(e, STDIO, "cannot write") from None
+        for out in self._open:
+            try:
+                if out.comp is not None:
+                    out.comp.close()  # writes the trailer; the file itself stays open
+                out.file.flush()
+                if out.tmp is not None:
+                    out.file.truncate()  # drop any space reserved beyond what was written
+                    if out.replaces:
+                        # replacing a file: its data must be on disk before the rename, or a
+                        # crash could lose both versions; a new file is flushed as usual
+                        os.fsync(out.file.fileno())
+                out.file.close()
+            except OSError as e:
+                raise os_error(e, out.name, "cannot write") from None
+        for out in self._open:
+            if out.tmp is None:
+                continue
+            if out.in_place:
+                _copy_into(out.tmp, out.target, out.name)
+                os.unlink(out.tmp)
+            else:
+                os.replace(out.tmp, out.target)
         self._open.clear()
+        self._made_dirs.clear()
 
     def discard(self) -> None:
-        """Close and remove every temporary file."""
-        for f, comp, tmp, _target in self._open:
-            if comp is not None:
+        """Close and remove every temporary file (and the directories made for them)."""
+        for out in self._open:
+            if out.comp is not None:
                 with contextlib.suppress(Exception):
-                    comp.close()
+                    out.comp.close()
             with contextlib.suppress(OSError):
-                f.close()
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                out.file.close()
+            if out.tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(out.tmp)
         self._open.clear()
+        for d in self._made_dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only while empty
+        self._made_dirs.clear()
 
     def __enter__(self) -> AtomicOutputs:
         return self
@@ -381,6 +572,60 @@ class AtomicOutputs:
                 raise
         else:
             self.discard()
+
+
+_FD_LINK = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)/fd|dev/fd)/\d+$")
+
+
+def _is_descriptor_link(p: str) -> bool:
+    """True when ``p`` is, or leads through symbolic links to, an open descriptor's name
+    (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``): such a name stands for whatever the
+    descriptor is open on, so it is written through, never renamed over."""
+    path = os.path.abspath(p)
+    for _ in range(40):
+        if _FD_LINK.match(path):
+            return True
+        if not os.path.islink(path):
+            return False
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+        path = os.path.normpath(path)
+    return False
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _compressor(f: BinaryIO, kind: str | None) -> BinaryIO | None:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0)  # type: ignore[return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(f, mode="wb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(f, mode="wb")  # type: ignore[return-value]
+    return None
+
+
+def _copy_into(src: str, target: str, name: str) -> None:
+    """Rewrite the file ``target`` (its own inode, so every hard link sees it) with the bytes
+    of ``src``. If that fails, ``src`` is kept and named in the error."""
+    try:
+        with open(src, "rb") as fin, open(target, "r+b") as fout:
+            size = os.fstat(fin.fileno()).st_size
+            done = 0
+            while done < size:
+                sent = os.sendfile(fout.fileno(), fin.fileno(), done, size - done)
+                if sent == 0:
+                    break
+                done += sent
+            fout.truncate(size)
+            fout.flush()
+            os.fsync(fout.fileno())
+    except OSError as e:
+        err = os_error(e, name, "cannot write")
+        raise KxError(f"{err.message} (the complete output is kept in {src!r})") from None
 
 
 class _Reporting:
@@ -411,9 +656,9 @@ class _Reporting:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open one output for binary writing, atomically (see :class:`AtomicOutputs`)."""
-    with AtomicOutputs() as outs:
+def atomic_output(path: str | os.PathLike[str], make_dirs: bool = False) -> Iterator[BinaryIO]:
+    """Open one output for binary writing (see :class:`AtomicOutputs`)."""
+    with AtomicOutputs(make_dirs) as outs:
         yield outs.open(path)
 
 
@@ -472,20 +717,10 @@ def free_space(directory: str | os.PathLike[str]) -> int:
         raise os_error(e, directory, "cannot inspect") from None
 
 
-@contextlib.contextmanager
-def temp_dir(parent: str | os.PathLike[str] | None = None) -> Iterator[str]:
-    """A private temporary directory under ``parent`` (default ``$TMPDIR``), always removed."""
-    base = os.fspath(parent) if parent is not None else tempfile.gettempdir()
-    if not os.path.isdir(base):
-        raise KxError(f"temporary directory {base!r} does not exist")
-    try:
-        path = tempfile.mkdtemp(prefix="kxtool-", dir=base)
-    except OSError as e:
-        raise os_error(e, base, "cannot create a temporary directory in") from None
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def temp_dir(parent: str | os.PathLike[str] | None = None):  # type: ignore[no-untyped-def]
+    """A private temporary directory under ``parent`` (default ``$TMPDIR``), always removed;
+    leftovers of killed runs there are removed first (see :mod:`kxtool.tempfiles`)."""
+    return tempfiles.private_dir(parent)
 
 
 #: Block size that direct (page-cache bypassing) writes are aligned to.

@@ -66,6 +66,42 @@ def warn(message: str) -> None:
     err(f"kxtool: warning: {message}")
 
 
+class _CheckedStdout:
+    """``sys.stdout`` while a command runs: a failed write or flush (a full disk, an I/O
+    error) is a :class:`KxError` saying so; a closed pipe stays a ``BrokenPipeError``."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _fail(self, e: OSError) -> KxError:
+        from ..textio import os_error
+
+        return os_error(e, "-", "cannot write")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._fail(e) from None
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._fail(e) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _silence_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
     with contextlib.suppress(Exception):
@@ -91,9 +127,15 @@ def guard(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         warnings.showwarning = _show_warning
         warnings.simplefilter("always", KxWarning)
+        real_stdout = sys.stdout
+        sys.stdout = _CheckedStdout(real_stdout)  # type: ignore[assignment]
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a full disk shows here, not in the interpreter's last flush
+            return result
         except KxError as e:
+            if e.message.startswith("cannot write to stdout"):
+                _silence_stdout()
             err(f"kxtool: error: {e.message}")
             raise typer.Exit(e.exit_code) from None
         except Terminated:
@@ -115,6 +157,9 @@ def guard(fn: F) -> F:
                 raise
             err(f"kxtool: internal error: {type(e).__name__}: {e} (set KXTOOL_DEBUG=1 to see more)")
             raise typer.Exit(70) from None
+        finally:
+            if isinstance(sys.stdout, _CheckedStdout):
+                sys.stdout = real_stdout
 
     return wrapper  # type: ignore[return-value]
 

@@ -425,7 +425,11 @@ def sample_command(
     if metric not in ("cosine", "euclidean"):
         raise typer.BadParameter("use cosine or euclidean", param_hint="--metric")
     mem = parse_size_option(memory, "--memory")
-    if output != "-" and not output.lower().endswith(".npy"):
+    if (
+        output != "-"
+        and not output.lower().endswith(".npy")
+        and (os.path.isfile(output) or not os.path.exists(output))  # a device needs no name
+    ):
         raise typer.BadParameter(
             "the output is a .npy file: name it FILE.npy", param_hint="--output"
         )

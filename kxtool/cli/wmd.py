@@ -58,40 +58,12 @@ def _fmt(x: float) -> str:
 
 
 def _lines(path: str) -> Iterator[str]:
-    """The lines of a text file (or '-', or a compressed file), newline removed."""
+    """The lines of a text file (or '-', a pipe, or a compressed file), newline removed."""
     from ..textio import open_input
 
-    if path != "-" and _is_pipe(path):
-        yield from _pipe_lines(path)
-        return
     with open_input(path) as f:
         for raw in f:
             yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
-
-
-def _is_pipe(path: str) -> bool:
-    """A FIFO or character device, such as the ``<(cmd)`` of the shell (cannot seek)."""
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
-
-
-def _pipe_lines(path: str) -> Iterator[str]:
-    """Lines of a pipe: like :func:`_lines`, sniffing compression with ``peek`` (no seek)."""
-    from ..textio import _sniff, _wrap_compressed, os_error
-
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise os_error(e, path) from None
-    with raw:
-        stream = _wrap_compressed(raw, _sniff(raw.peek(16)[:16]))
-        for line in stream:
-            yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 def _read_all(path: str) -> list[str]:

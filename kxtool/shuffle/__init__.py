@@ -207,6 +207,9 @@ def shuffle_files(
     _validate_output(output, shards, paths)
     for p in paths:
         check_readable(p)
+    if tmp_dir is not None and not os.path.isdir(tmp_dir):
+        what = "does not exist" if not os.path.exists(tmp_dir) else "is not a directory"
+        raise KxError(f"--tmp-dir {os.fspath(tmp_dir)!r} {what}")
     if seed is None:
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"
@@ -248,7 +251,7 @@ def _shuffle_paths(
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
-    with _small_pages(), tmp_ctx, AtomicOutputs() as outs:
+    with _small_pages(), tmp_ctx, AtomicOutputs(make_dirs=shards is not None) as outs:
         ranges = None
         if jobs > 1 and known_total is not None:
             ranges = _RangePlan.make(paths, sep, header, reader.block, budget // 4, in_memory_limit)

@@ -104,8 +104,11 @@ class _Writer:
         if self.file is None:
             self._open_next()
         assert self.file is not None
+        path = self.outputs.temp_path(self.output)
+        if path is None:  # a device or FIFO: written through, in order
+            return None
         self.file.flush()
-        return self.outputs.temp_path(self.output), len(self.header)
+        return path, len(self.header)
 
     def advance(self, nbytes: int) -> None:
         """Records were written by workers: account for them (progress)."""
