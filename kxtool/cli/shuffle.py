@@ -125,6 +125,10 @@ def shuffle(
         "seconds": round(elapsed, 3),
     }
     if verbose:
+        from ..tempfiles import take_removed
+
+        for path in take_removed():
+            err(f"kxtool: removed {path!r}, left by a run that was killed")
         how = (
             f"in memory, {result.jobs} {'thread' if result.jobs == 1 else 'threads'}"
             if result.in_memory
