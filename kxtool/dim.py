@@ -644,12 +644,16 @@ class PipResult:
     pip_loss: list[float]
     source: str = "<memory>"
     seconds: dict[str, float] = field(default_factory=dict)
+    #: True when the curve was cut short by ``max_dim`` and its minimum is its last point:
+    #: the loss may still fall beyond it, so ``dim`` is only a lower bound
+    at_max_dim: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "method": "pip",
             "source": self.source,
             "dim": self.dim,
+            "at_max_dim": self.at_max_dim,
             "vocab": self.vocab,
             "tokens": self.tokens,
             "window": self.window,
@@ -698,6 +702,8 @@ def pip_from_counts(
        reference code (:func:`pip_loss_curve`), not the looser closed-form upper bound of
        its main theorem; ``dim`` is its argmin.
     """
+    if max_dim is not None and max_dim < 1:
+        raise KxError(f"--max-dim must be at least 1, got {max_dim}")
     t0 = time.perf_counter()
     v = half1.shape[0]
     if v < 2:
@@ -738,6 +744,7 @@ def pip_from_counts(
             signal, sigma, v, alpha=alpha, seed=seed, max_dim=max_dim, progress=progress
         )
         dim = int(np.argmin(loss)) + 1
+    at_edge = max_dim is not None and len(loss) < rank and dim == len(loss)
     seconds["pip_loss"] = time.perf_counter() - t2
     return PipResult(
         dim=dim,
@@ -752,6 +759,7 @@ def pip_from_counts(
         pip_loss=[float(x) for x in loss],
         source=source,
         seconds=seconds,
+        at_max_dim=at_edge,
     )
 
 
@@ -792,6 +800,8 @@ def pip_dimension(
     Then :func:`pip_from_counts`. ``pip_loss`` in the result is the curve for k = 1..rank
     (``max_dim`` caps it).
     """
+    if max_dim is not None and max_dim < 1:
+        raise KxError(f"--max-dim must be at least 1, got {max_dim}")
     p = os.fspath(path)
     if top < 2:
         raise KxError(f"--top must be at least 2, not {top}")

@@ -132,6 +132,11 @@ def test_pip_cli(tmp_path):
     assert len(d["pip_loss"]) == d["rank"] and d["pip_loss"][d["dim"] - 1] == min(d["pip_loss"])
     r = run("--method", "pip", "--corpus", str(c), "--top", "120")
     assert r.exit_code == 0 and r.stdout.split()[:2] == ["dim", str(d["dim"])]
+    assert "max-dim" not in r.stdout
+    r = run("--method", "pip", "--corpus", str(c), "--top", "120", "--max-dim", "1")
+    assert r.exit_code == 0 and "(at --max-dim 1: the loss may fall further)" in r.stdout
+    for bad in ("0", "-3"):
+        assert run("--method", "pip", "--corpus", str(c), "--max-dim", bad).exit_code == 2
 
 
 def test_pipe_to_head_is_quiet():

@@ -251,6 +251,13 @@ def test_pip_finds_planted_rank(tmp_path):
     assert {"reading corpus", "co-occurrence"} <= set(calls)
     d = res.as_dict()
     assert d["method"] == "pip" and d["dim"] == res.dim
+    assert d["at_max_dim"] is False
+    # a curve cut short where it still falls: its minimum sits at the edge, and says so
+    cut = D.pip_dimension(p, top=300, max_dim=2)
+    assert cut.dim == 2 and len(cut.pip_loss) == 2 and cut.at_max_dim
+    for bad in (0, -3):
+        with pytest.raises(KxError, match="--max-dim must be at least 1"):
+            D.pip_dimension(p, top=300, max_dim=bad)
 
 
 def test_pip_cooccurrence_counts(tmp_path, monkeypatch):

@@ -130,7 +130,12 @@ def dim_command(
         0.5, "--alpha", metavar="A", help="pip: the embedding exponent alpha."
     ),
     max_dim: int = typer.Option(
-        None, "--max-dim", metavar="K", help="pip: compute the PIP-loss curve up to this k only."
+        None,
+        "--max-dim",
+        metavar="K",
+        min=1,
+        help="pip: compute the PIP-loss curve up to this k only (at least 1). A minimum at K "
+        "itself is reported as such: the loss may fall further.",
     ),
     seed: int = typer.Option(0, "--seed", metavar="N", help="pip: seed of the randomised steps."),
     tmp_dir: str = typer.Option(
@@ -175,8 +180,9 @@ def dim_command(
         if as_json:
             print_json(res.as_dict())
             return
+        edge = f"  (at --max-dim {res.dim}: the loss may fall further)" if res.at_max_dim else ""
         lines = [
-            f"dim        {res.dim}",
+            f"dim        {res.dim}{edge}",
             f"source     {res.source}: {res.tokens} tokens",
             f"vocab      {res.vocab} most frequent words, window {res.window}",
             f"sigma      {res.sigma:.6g} (noise per PMI entry, from two halves)",
