@@ -40,8 +40,11 @@ def shuffle(
         "-o",
         "--output",
         metavar="FILE",
-        help="Output file ('-': stdout), written atomically; may be one of the inputs. With "
-        "--shards, a pattern such as 'out/part-{:05d}.txt'.",
+        help="Output file ('-': stdout); may be one of the inputs. A regular file is replaced "
+        "atomically when all is written (a symlink is followed; a file with several hard links "
+        "is rewritten in place, so that every link sees the result, as GNU shuf -o does); a "
+        "device or FIFO is written through. With --shards, a pattern such as "
+        "'out/part-{:05d}.txt' (missing directories are created).",
     ),
     memory: str = typer.Option(
         "1G", "--memory", "-m", metavar="SIZE", help="Memory budget for records, e.g. 512M, 4G."
