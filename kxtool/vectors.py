@@ -30,6 +30,17 @@ cannot be written, beside the source as ``<name>.kxv``; if neither can, nothing 
 problem never makes a load fail: an unreadable or stale cache is rebuilt. A complete cache also
 serves loads with a ``limit``.
 
+**Damage.** A cache stores the CRC-32 of its vocabulary and of every MiB of its matrix. A load
+checks the vocabulary and a sample of the matrix (all of it up to 16 MiB; else the first and
+last MiB and 14 others picked at random) for its checksums and for values that are not finite
+numbers; a cache that fails is reported by a warning, removed and rebuilt from the source.
+``kxtool vectors cache`` (:func:`cache_entries`) checks every cache in full and lists a failing
+one as ``damaged``. (A full check of a 458 MiB cache takes about 0.2 s here, as long as the
+rest of a cached load; see :func:`_damage`.) A cache written by a kxtool without checksums is
+taken for stale and rebuilt; a ``.kxv`` file given as the input is read without them. A file in
+the kxtool format never holds values that are not finite numbers: :func:`save_cache` refuses
+them, as the loaders do.
+
 **Cache format** (``.kxv``, version 1; all integers little-endian)::
 
     offset 0    8 bytes  magic b"KXVECS\\x00\\x01"
@@ -44,11 +55,14 @@ The header holds ``format`` (``"kxtool-vectors"``), ``version`` (1), ``count``, 
 ``dtype`` (``"float32"`` or ``"float16"``), ``matrix_offset``, ``matrix_bytes``,
 ``matrix_encoding`` (``"raw"``, or ``"zlib-planes"``: the float16 values split into a plane of low
 bytes and a plane of high bytes, deflated), ``words_offset``, ``words_bytes``, ``words_encoding``
-(``"raw"`` or ``"zlib"``), ``source`` (``{"path", "size", "mtime_ns", "format"}`` of the file it
-was made from, or null), ``limit`` and ``created_by``. The header sits at the end so that a
-cache can be written while the source is still being read. A raw float32 matrix can be mapped
-with ``numpy.memmap(path, "<f4", "r", offset=64, shape=(count, dim))``. Caches are always raw
-float32; the built-in default vectors use float16 with ``zlib-planes``.
+(``"raw"`` or ``"zlib"``), ``checksums`` (``{"algorithm": "crc32", "chunk_bytes", "matrix",
+"words"}``: the CRC-32 of each ``chunk_bytes`` bytes of the matrix as stored, and of the
+vocabulary as stored; absent from files of older versions), ``source`` (``{"path", "size",
+"mtime_ns", "format"}`` of the file it was made from, or null), ``limit`` and ``created_by``.
+The header sits at the end so that a cache can be written while the source is still being read.
+A raw float32 matrix can be mapped with ``numpy.memmap(path, "<f4", "r", offset=64,
+shape=(count, dim))``. Caches are always raw float32; the built-in default vectors use float16
+with ``zlib-planes``.
 
 **Default vectors.** :func:`default_vectors` returns the 100,000 most frequent words of English
 GloVe 6B 50d (public domain, PDDL 1.0) shipped in ``kxtool/data`` (made by
@@ -64,6 +78,7 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import struct
@@ -77,7 +92,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import KxError
+from .errors import KxError, kxwarn
 from .progress import Progress
 from .textio import display_name, input_size, os_error, read_blocks
 
@@ -88,6 +103,8 @@ _DATA_OFFSET = 64
 _BLOCK = 16 << 20
 _BIN_BATCH = 65536
 _PARALLEL_MIN = 96 << 20  # text files from this size are parsed by several processes
+_CRC_CHUNK = 1 << 20  # the matrix checksums cover chunks of this many bytes
+_VERIFY_BYTES = 16 << 20  # matrix bytes checked when a cache is loaded (see _damage)
 
 DEFAULT_NAME = "glove-6b-50d-100k"
 DEFAULT_FILE = DEFAULT_NAME + CACHE_SUFFIX
@@ -217,7 +234,7 @@ def load_vectors(
 
     ident = _source_identity(p)
     for candidate, want_limit in _cache_lookup_order(p, ident["path"], limit):
-        vec = _try_cache(candidate, ident, want_limit, limit)
+        vec = _try_cache(candidate, ident, want_limit, limit, name)
         if vec is not None:
             vec.source = name
             return vec
@@ -232,6 +249,9 @@ def read_cache(path: str | os.PathLike[str], *, limit: int | None = None) -> Vec
     header = _read_kxv_header(p, strict=True)
     assert header is not None
     vec = _kxv_vectors(p, header, _check_limit(limit))
+    why = _damage(p, header, full=False)
+    if why is not None:
+        raise _Damaged(p, why)
     vec.source = display_name(p)
     vec.cache_path = None  # the file is the source, not a cache of one
     return vec
@@ -259,7 +279,15 @@ def save_cache(
         n = len(m)
         step = max(1, (8 << 20) // max(1, 4 * vectors.dim))
         for s in range(0, n, step):
-            sink.add(np.asarray(m[s : s + step], dtype=np.float32))
+            block = np.asarray(m[s : s + step], dtype=np.float32)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                i = s + int(np.flatnonzero(~finite)[0])
+                raise KxError(
+                    f"cannot write {p!r}: the vector of {vectors.words[i]!r} (row {i + 1}) has"
+                    " a value that is not a finite number"
+                )
+            sink.add(block)
             if progress is not None:
                 progress("writing", min(n, s + step), n)
         sink.finish(vectors.words, {"source": None, "limit": None})
@@ -416,7 +444,8 @@ class CacheEntry:
     path: str
     bytes: int
     source: str | None  # the vectors file it was made from
-    status: str  # "current", "stale" (source changed), "orphaned" (source gone), "damaged",
+    status: str  # "current", "stale" (source changed, or a cache without checksums),
+    #              "orphaned" (source gone), "damaged" (unreadable, or fails its checks),
     #              "partial" (an interrupted write, over an hour old)
 
 
@@ -427,7 +456,9 @@ _PARTIAL_AGE = 3600
 
 def cache_entries(directory: str | os.PathLike[str] | None = None) -> list[CacheEntry]:
     """The files of the vector cache directory (default :func:`cache_dir`) and whether each is
-    still of use: ``current`` when its source file exists unchanged."""
+    still of use: ``current`` when its source file exists unchanged and the cache passes a full
+    check (see :func:`_damage`), else ``damaged``; ``stale`` when the source changed (or the
+    cache has no checksums: written by an older kxtool), ``orphaned`` when it is gone."""
     d = os.fspath(directory) if directory is not None else cache_dir()
     try:
         names = sorted(os.listdir(d))
@@ -463,6 +494,17 @@ def cache_entries(directory: str | os.PathLike[str] | None = None) -> list[Cache
                 "mtime_ns"
             )
             status = "current" if same else "stale"
+        if status == "current":
+            if header.get("checksums") is None:
+                status = "stale"
+            else:
+                try:
+                    _kxv_vectors(p, header, None)  # the vocabulary's checks
+                    why = _damage(p, header, full=True)
+                except (KxError, OSError, ValueError):
+                    why = "damaged"
+                if why is not None:
+                    status = "damaged"
         out.append(CacheEntry(p, st.st_size, src["path"], status))
     return out
 
@@ -1331,13 +1373,17 @@ def _check_words_storable(words: Sequence[str], p: str) -> None:
 
 
 class _FileSink:
-    """Streams float32 rows into a temporary ``.kxv`` file; ``finish`` renames it into place."""
+    """Streams float32 rows into a temporary ``.kxv`` file; ``finish`` renames it into place.
+
+    The CRC-32 of every ``_CRC_CHUNK`` bytes of the matrix is computed as it streams.
+    """
 
     def __init__(self, final: str, dim: int, *, durable: bool = False) -> None:
         self.final = final
         self.dim = dim
         self.durable = durable
         self.rows = 0
+        self.crcs = _ChunkCrcs()
         d = os.path.dirname(final) or "."
         fd, self.tmp = tempfile.mkstemp(
             dir=d, prefix=f".{os.path.basename(final)}.", suffix=".kxtmp"
@@ -1350,7 +1396,9 @@ class _FileSink:
             raise
 
     def add(self, m: np.ndarray) -> None:
-        self.f.write(np.ascontiguousarray(m, dtype="<f4").data)
+        data = memoryview(np.ascontiguousarray(m, dtype="<f4")).cast("B")
+        self.f.write(data)
+        self.crcs.update(data)
         self.rows += len(m)
 
     def finish(self, words: Sequence[str], meta: dict[str, Any]) -> str:
@@ -1366,6 +1414,7 @@ class _FileSink:
             words_offset=_DATA_OFFSET + matrix_bytes,
             words_bytes=len(blob),
             words_encoding="raw",
+            checksums=_checksums(self.crcs.finish(), blob),
             **meta,
         )
         f.write(blob)
@@ -1393,6 +1442,44 @@ def _umask() -> int:
     u = os.umask(0)
     os.umask(u)
     return u
+
+
+class _ChunkCrcs:
+    """The CRC-32 of each ``_CRC_CHUNK`` bytes of a byte stream fed in pieces of any size."""
+
+    def __init__(self) -> None:
+        self.chunk = _CRC_CHUNK
+        self.done: list[int] = []
+        self.crc = 0
+        self.fill = 0
+
+    def update(self, data: memoryview | bytes) -> None:
+        view = memoryview(data).cast("B")
+        pos, n = 0, len(view)
+        while pos < n:
+            take = min(n - pos, self.chunk - self.fill)
+            self.crc = zlib.crc32(view[pos : pos + take], self.crc)
+            self.fill += take
+            pos += take
+            if self.fill == self.chunk:
+                self.done.append(self.crc)
+                self.crc, self.fill = 0, 0
+
+    def finish(self) -> tuple[int, list[int]]:
+        if self.fill:
+            self.done.append(self.crc)
+            self.crc, self.fill = 0, 0
+        return self.chunk, self.done
+
+
+def _checksums(matrix: tuple[int, list[int]], words_blob: bytes) -> dict[str, Any]:
+    chunk, crcs = matrix
+    return {
+        "algorithm": "crc32",
+        "chunk_bytes": chunk,
+        "matrix": crcs,
+        "words": zlib.crc32(words_blob),
+    }
 
 
 def _words_blob(words: Sequence[str]) -> bytes:
@@ -1438,7 +1525,8 @@ def write_kxv(
     if n != len(words):
         raise ValueError("matrix and words differ in length")
     if dtype == "float32":
-        data = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+        raw = np.ascontiguousarray(matrix, dtype="<f4")
+        data = raw.tobytes()
         menc = "raw"
     elif dtype == "float16":
         raw = np.ascontiguousarray(matrix, dtype="<f2")
@@ -1451,11 +1539,15 @@ def write_kxv(
             menc = "raw"
     else:
         raise ValueError(f"unsupported dtype {dtype!r}")
+    if not np.isfinite(raw).all():
+        raise ValueError(f"the matrix has values that are not finite numbers as {dtype}")
     blob = _words_blob(words)
     wenc = "raw"
     if compress:
         blob = zlib.compress(blob, 9)
         wenc = "zlib"
+    crcs = _ChunkCrcs()
+    crcs.update(data)
     header = _make_header(
         count=n,
         dim=dim,
@@ -1465,6 +1557,7 @@ def write_kxv(
         words_offset=_DATA_OFFSET + len(data),
         words_bytes=len(blob),
         words_encoding=wenc,
+        checksums=_checksums(crcs.finish(), blob),
         source=source,
         limit=None,
     )
@@ -1526,7 +1619,78 @@ def _read_kxv_header(p: str, *, strict: bool) -> dict[str, Any] | None:
         return bad("damaged header")
     if moff + mbytes > woff or woff + wbytes > hoff:
         return bad("truncated or damaged")
+    cs = header.get("checksums")
+    if cs is not None and not _checksums_valid(cs, mbytes, item):
+        return bad("damaged header")
     return header
+
+
+def _checksums_valid(cs: Any, mbytes: int, item: int) -> bool:
+    if not isinstance(cs, dict) or cs.get("algorithm") != "crc32":
+        return False
+    chunk, crcs, words = cs.get("chunk_bytes"), cs.get("matrix"), cs.get("words")
+    if not isinstance(chunk, int) or chunk < 1 or chunk % 4 or chunk % item:
+        return False
+    if not isinstance(crcs, list) or len(crcs) != -(-mbytes // chunk):
+        return False
+    ints = [*crcs, words]
+    return all(isinstance(c, int) and 0 <= c < (1 << 32) for c in ints)
+
+
+class _Damaged(KxError):
+    """A kxtool vectors file whose content fails its checks (``reason`` says which)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: damaged kxtool vectors file ({reason})")
+        self.reason = reason
+
+
+#: Picks the matrix chunks checked on a load (its own generator: a caller's seed is theirs).
+_SAMPLER = random.Random()
+
+
+def _damage(p: str, h: dict[str, Any], *, full: bool) -> str | None:
+    """Why the raw matrix of the ``.kxv`` file ``p`` (header ``h``) is damaged, or None.
+
+    The check of a chunk of ``_CRC_CHUNK`` bytes: its CRC-32 matches the header's (files
+    written before kxtool stored checksums have none) and its values are finite numbers (no
+    kxtool vectors file holds others: every loader and writer refuses them). ``full`` checks
+    every chunk; otherwise up to ``_VERIFY_BYTES`` are checked: the whole matrix when it is no
+    bigger, else the first and the last chunk and others picked at random on each load.
+
+    Measured on a 400,000 x 300 cache (458 MiB, in the page cache, 2 cores): the CRC-32 of the
+    whole matrix takes about 0.2 s, as long as the rest of a cached load (memory-map, read and
+    index the words), so a load checks 16 MiB (about 7 ms) and ``kxtool vectors cache`` checks
+    every cache in full. Zlib-encoded matrices (the built-in vectors) are decoded in full, and
+    zlib checks its own stream, so they are not checked here.
+    """
+    if h["matrix_encoding"] != "raw":
+        return None
+    moff, mbytes = int(h["matrix_offset"]), int(h["matrix_bytes"])
+    dt = "<f4" if h["dtype"] == "float32" else "<f2"
+    cs = h.get("checksums")
+    chunk = int(cs["chunk_bytes"]) if cs is not None else _CRC_CHUNK
+    n = -(-mbytes // chunk)
+    budget = max(2, _VERIFY_BYTES // chunk)
+    if full or n <= budget:
+        chosen: Iterable[int] = range(n)
+    else:
+        chosen = sorted({0, n - 1, *_SAMPLER.sample(range(1, n - 1), budget - 2)})
+    try:
+        with open(p, "rb", buffering=0) as f:
+            fd = f.fileno()
+            for i in chosen:
+                want = min(chunk, mbytes - i * chunk)
+                data = os.pread(fd, want, moff + i * chunk)
+                if len(data) != want:
+                    return "truncated matrix"
+                if cs is not None and zlib.crc32(data) != cs["matrix"][i]:
+                    return f"matrix bytes {i * chunk}-{i * chunk + want} fail their checksum"
+                if not np.isfinite(np.frombuffer(data, dt)).all():
+                    return "a value in the matrix is not a finite number"
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    return None
 
 
 def _kxv_vectors(
@@ -1534,24 +1698,27 @@ def _kxv_vectors(
 ) -> Vectors:
     n, dim = int(h["count"]), int(h["dim"])
     keep = n if limit is None else min(n, limit)
+    cs = h.get("checksums")
     if words is None:
         with open(p, "rb") as f:
             f.seek(int(h["words_offset"]))
             blob = f.read(int(h["words_bytes"]))
+        if cs is not None and zlib.crc32(blob) != cs["words"]:
+            raise _Damaged(p, "the vocabulary fails its checksum")
         if h["words_encoding"] == "zlib":
             try:
                 blob = zlib.decompress(blob)
             except zlib.error:
-                raise KxError(f"{p}: damaged vocabulary in kxtool vectors file") from None
+                raise _Damaged(p, "damaged vocabulary") from None
         try:
             text = blob.decode("utf-8")
         except UnicodeDecodeError:
-            raise KxError(f"{p}: damaged vocabulary in kxtool vectors file") from None
+            raise _Damaged(p, "damaged vocabulary") from None
         if not text.endswith("\0"):
-            raise KxError(f"{p}: damaged vocabulary in kxtool vectors file")
+            raise _Damaged(p, "damaged vocabulary")
         words = text[:-1].split("\0", keep)[:keep] if keep < n else text[:-1].split("\0")
         if len(words) != keep:
-            raise KxError(f"{p}: vocabulary has {len(words)} words, the header says {n}")
+            raise _Damaged(p, f"the vocabulary has {len(words)} words, the header says {n}")
     moff = int(h["matrix_offset"])
     if h["dtype"] == "float32":
         matrix = np.memmap(p, dtype="<f4", mode="r", offset=moff, shape=(n, dim))[:keep]
@@ -1562,12 +1729,18 @@ def _kxv_vectors(
         with open(p, "rb") as f:
             f.seek(moff)
             data = f.read(int(h["matrix_bytes"]))
+        if cs is not None:
+            crcs = _ChunkCrcs()
+            crcs.chunk = int(cs["chunk_bytes"])
+            crcs.update(data)
+            if crcs.finish()[1] != cs["matrix"]:
+                raise _Damaged(p, "the matrix fails its checksum")
         try:
             planes = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
         except zlib.error:
-            raise KxError(f"{p}: damaged matrix in kxtool vectors file") from None
+            raise _Damaged(p, "damaged matrix") from None
         if planes.size != 2 * n * dim:
-            raise KxError(f"{p}: damaged matrix in kxtool vectors file")
+            raise _Damaged(p, "damaged matrix")
         inter = planes.reshape(2, n * dim).T.copy()
         matrix = inter.view("<f2").reshape(n, dim)[:keep].astype(np.float32)
     return Vectors(words, matrix, source=display_name(p), format="kxtool", cache_path=p)
@@ -1618,18 +1791,41 @@ def _header_matches(h: dict[str, Any], ident: dict[str, Any], limit: int | None)
         and h.get("limit") == limit
         and h.get("dtype") == "float32"
         and h.get("matrix_encoding") == "raw"
+        and h.get("checksums") is not None  # older caches have none: stale, rebuilt
     )
 
 
 def _try_cache(
-    candidate: str, ident: dict[str, Any], want_limit: int | None, limit: int | None
+    candidate: str, ident: dict[str, Any], want_limit: int | None, limit: int | None, name: str
 ) -> Vectors | None:
+    """The vectors of cache file ``candidate`` if it is a valid cache of the source ``ident``.
+
+    A cache that is damaged (see :func:`_damage`) is reported by a warning and, in the cache
+    directory, removed; the caller then rebuilds it from the source."""
     header = _read_kxv_header(candidate, strict=False)
-    if header is None or not _header_matches(header, ident, want_limit):
+    if header is None:
+        with contextlib.suppress(KxError):
+            if _is_kxv(candidate):  # a kxtool vectors file, but its header is unusable
+                _damaged(candidate, name, "unreadable header")
+        return None
+    if not _header_matches(header, ident, want_limit):
         return None
     try:
         vec = _kxv_vectors(candidate, header, limit)
-    except (KxError, OSError, ValueError):
+        why = _damage(candidate, header, full=False)
+    except _Damaged as e:
+        why = e.reason
+    except (KxError, OSError, ValueError) as e:
+        why = str(e)
+    if why is not None:
+        _damaged(candidate, name, why)
         return None
     vec.format = header["source"].get("format") or "kxtool"
     return vec
+
+
+def _damaged(candidate: str, name: str, why: str) -> None:
+    kxwarn(f"{name}: the cache file {candidate} is damaged ({why}); rebuilding it from the source")
+    if os.path.dirname(os.path.abspath(candidate)) == os.path.abspath(cache_dir()):
+        with contextlib.suppress(OSError):
+            os.unlink(candidate)

@@ -167,3 +167,21 @@ def test_cache_list_and_clean(tmp_path):
     r = run("vectors", "cache", "--clean", "--all")
     assert r.exit_code == 0 and "removed 1 cache file" in r.stderr
     assert run("vectors", "cache").stdout == ""
+
+
+def test_cache_lists_a_damaged_cache(tmp_path):
+    p, words, m = make_file(tmp_path)
+    r = run("vectors", "info", p, "--json")
+    c = json.loads(r.stdout)["cache"]
+    with open(c, "r+b") as f:
+        f.seek(64 + 8)
+        f.write(b"\xff\xff\xff\xff")
+    r = run("vectors", "cache")
+    assert r.stdout.split("\t")[0] == "damaged"
+    r = run("vectors", "info", p, "--json")
+    assert r.exit_code == 0
+    assert r.stderr.startswith("kxtool: warning: ") and "is damaged" in r.stderr
+    assert json.loads(r.stdout)["norms"]["max"] == pytest.approx(
+        float(np.linalg.norm(m, axis=1).max()), rel=1e-5
+    )
+    assert run("vectors", "cache").stdout.split("\t")[0] == "current"

@@ -7,12 +7,13 @@ import gzip
 import lzma
 import os
 import stat
+import warnings
 
 import numpy as np
 import pytest
 
 from kxtool import vectors as V
-from kxtool.errors import KxError
+from kxtool.errors import KxError, KxWarning
 from kxtool.vectors import (
     Vectors,
     cache_path_for,
@@ -360,7 +361,8 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     c = load_vectors(p).cache_path
     with open(c, "r+b") as f:
         f.truncate(100)
-    same(load_vectors(p), words, m)
+    with pytest.warns(KxWarning, match="damaged"):
+        same(load_vectors(p), words, m)
     assert V._read_kxv_header(c, strict=False) is not None
 
 
@@ -650,3 +652,117 @@ def test_fixed_decimal_fast_path_is_bit_exact(f):
 def test_fixed_decimal_fast_path_declines_the_rest(rows):
     text = "\n".join(rows).encode()
     assert V._fixed_decimals(text, np.frombuffer(text, dtype=np.uint8), 2, 2) is None
+
+
+# ----------------------------------------------------------------------------- issue 9
+
+
+def rewrite_header(path, change):
+    """Rewrite the JSON header of a .kxv file in place through ``change(header_dict)``."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    hoff, hlen = struct.unpack("<QQ", data[8:24])
+    h = json.loads(data[hoff : hoff + hlen])
+    change(h)
+    new = json.dumps(h).encode()
+    data = data[:8] + struct.pack("<QQ", hoff, len(new)) + data[24:hoff] + new
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def damage(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [b"\xff\xff\xff\xff", b"\x00\x00\x80\x7f", b"\x01"],  # nan, inf, one finite bit flipped
+    ids=["nan", "inf", "bit"],
+)
+def test_damaged_cache_matrix_is_found_and_rebuilt(tmp_path, _cache_dir, patch):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    c = load_vectors(p).cache_path
+    h = V._read_kxv_header(c, strict=True)
+    offset = h["matrix_offset"] + 4 * (m.shape[1] * 5 + 2)  # row 5, value 2
+    if patch == b"\x01":
+        with open(c, "rb") as f:
+            f.seek(offset)
+            patch = bytes([f.read(1)[0] ^ 1])
+    damage(c, offset, patch)
+    assert [e.status for e in V.cache_entries()] == ["damaged"]
+    with pytest.warns(KxWarning, match=r"cache .* is damaged .*rebuilding it from"):
+        v = load_vectors(p)
+    same(v, words, m)
+    assert np.isfinite(v.norms()).all()
+    assert [e.status for e in V.cache_entries()] == ["current"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same(load_vectors(p), words, m)  # the rebuilt cache is good
+
+
+def test_damaged_cache_vocabulary_is_found_and_rebuilt(tmp_path, _cache_dir):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    c = load_vectors(p).cache_path
+    h = V._read_kxv_header(c, strict=True)
+    damage(c, h["words_offset"] + 1, b"X")  # "w0" becomes "wX": still valid UTF-8
+    assert [e.status for e in V.cache_entries()] == ["damaged"]
+    with pytest.warns(KxWarning, match="damaged"):
+        same(load_vectors(p), words, m)
+
+
+def test_damaged_kxv_source_is_an_error(tmp_path):
+    words, m = sample()
+    out = save_cache(Vectors(words, m), tmp_path / "x.kxv")
+    damage(out, V._DATA_OFFSET + 40, b"\x01\x02")
+    with pytest.raises(KxError, match=r"x.kxv: .*damaged"):
+        load_vectors(out)
+    with pytest.raises(KxError, match="finite"):
+        save_cache(Vectors(["a", "b"], np.array([[1, np.inf]] * 2, np.float32)), tmp_path / "y")
+
+
+def test_big_cache_is_sampled_on_load_and_checked_in_full_by_the_listing(
+    tmp_path, _cache_dir, monkeypatch
+):
+    monkeypatch.setattr(V, "_CRC_CHUNK", 64)
+    monkeypatch.setattr(V, "_VERIFY_BYTES", 128)  # two chunks: the first and the last
+    words, m = sample(n=40, dim=6)  # 960 matrix bytes, 15 chunks
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    c = load_vectors(p).cache_path
+    assert len(V._read_kxv_header(c, strict=True)["checksums"]["matrix"]) == 15
+    damage(c, V._DATA_OFFSET + 64 * 7 + 3, b"\xff")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_vectors(p).cache_path == c  # not in the sample
+    assert [e.status for e in V.cache_entries()] == ["damaged"]
+    assert [e.status for e in V.clean_cache()] == ["damaged"]
+    same(load_vectors(p), words, m)
+    # damage in the first or last chunk is always found on load
+    damage(c, V._DATA_OFFSET + 960 - 2, b"\xff\xff")
+    with pytest.warns(KxWarning, match="damaged"):
+        same(load_vectors(p), words, m)
+
+
+def test_cache_without_checksums_is_stale_and_rebuilt(tmp_path, _cache_dir, monkeypatch):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    c = load_vectors(p).cache_path
+    rewrite_header(c, lambda h: h.pop("checksums"))
+    assert [e.status for e in V.cache_entries()] == ["stale"]
+    assert cache_path_for(p) is None
+    calls = []
+    real = V._parse
+    monkeypatch.setattr(V, "_parse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    same(load_vectors(p), words, m)
+    assert calls == [1]
+    assert [e.status for e in V.cache_entries()] == ["current"]
+    # a .kxv file given as input is read without checksums (written by an older kxtool)
+    out = save_cache(Vectors(words, m), tmp_path / "old.kxv")
+    rewrite_header(out, lambda h: h.pop("checksums"))
+    same(load_vectors(out), words, m)

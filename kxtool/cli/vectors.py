@@ -174,9 +174,11 @@ def cache(
 
     The first load of a vectors file writes a cache in $KXTOOL_CACHE_DIR (else
     $XDG_CACHE_HOME/kxtool, else ~/.cache/kxtool). A cache is `current` while its source file
-    exists unchanged; `stale` when the source changed since (the next load rebuilds it),
-    `orphaned` when the source is gone, `damaged` when unreadable, `partial` when an
-    interrupted write left it. `--clean` deletes all but the current ones.
+    exists unchanged; `stale` when the source changed since, or when an older kxtool wrote it
+    without checksums (the next load rebuilds it); `orphaned` when the source is gone;
+    `damaged` when it is unreadable or fails its checksums (every cache is checked in full
+    here; a load checks a sample and rebuilds a damaged cache); `partial` when an interrupted
+    write left it. `--clean` deletes all but the current ones.
 
     Examples:
 
