@@ -1,7 +1,7 @@
 """Bytes in and out, shared by every engine.
 
 - ``-`` means stdin (inputs) or stdout (outputs).
-- Inputs compressed with gzip, bzip2 or xz are detected by their magic bytes and read
+- Inputs compressed with gzip, bzip2, xz or zstd are detected by their magic bytes and read
   transparently.
 - Outputs are written atomically: a temporary file beside the target, renamed over it only
   when everything was written; on any error (or Ctrl-C) the temporary file is removed and an
@@ -15,6 +15,7 @@ import bz2
 import contextlib
 import errno
 import gzip
+import io
 import lzma
 import os
 import re
@@ -37,7 +38,6 @@ _DECOMPRESS_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError)
 
 #: Formats kxtool recognises by their magic bytes but does not read: (magic, offset, name).
 _UNREAD_FORMATS = (
-    (b"\x28\xb5\x2f\xfd", 0, "zstd-compressed"),
     (b"\x04\x22\x4d\x18", 0, "lz4-compressed"),
     (b"\x02\x21\x4c\x18", 0, "lz4-compressed (legacy frame)"),
     (b"\xff\x06\x00\x00sNaPpY", 0, "snappy-compressed"),
@@ -123,10 +123,95 @@ def _sniff(head: bytes) -> str | None:
         return "xz"
     if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[3:4] and head[4:10] in _BZ2_BLOCK:
         return "bzip2"
+    if head[:4] == _ZSTD_MAGIC or (
+        len(head) >= 8 and head[:4] in _ZSTD_SKIPPABLE and _skippable_then_zstd(head)
+    ):
+        return "zstd"
     for magic, offset, name in _UNREAD_FORMATS:
         if head[offset : offset + len(magic)] == magic:
             return name
     return None
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_SKIPPABLE = frozenset(bytes([0x50 + i, 0x2A, 0x4D, 0x18]) for i in range(16))
+_READ_KINDS = (None, "gzip", "bzip2", "xz", "zstd")
+
+
+def _skippable_then_zstd(head: bytes) -> bool:
+    """A stream that opens with zstd skippable frames (metadata) followed by a zstd frame."""
+    pos = 0
+    while pos + 8 <= len(head) and head[pos : pos + 4] in _ZSTD_SKIPPABLE:
+        pos += 8 + int.from_bytes(head[pos + 4 : pos + 8], "little")
+    if pos + 4 <= len(head):
+        return head[pos : pos + 4] == _ZSTD_MAGIC
+    return pos > 0  # the frames run past what was looked at: take it for zstd
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompressed bytes of a zstd stream: any number of frames, concatenated streams and
+    skippable frames. A stream that ends inside a frame raises ``EOFError``; damaged data
+    (a bad block, a checksum that does not match) raises ``ValueError``. Output is produced
+    from small pieces of input, so memory stays bounded by the piece times the ratio."""
+
+    PIECE = 1 << 15
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import zstandard
+
+        self._zstd = zstandard
+        self._raw = raw
+        self._dec = zstandard.ZstdDecompressor()
+        self._obj = self._dec.decompressobj()
+        self._pending = False  # input was fed to a frame that has not ended
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        while self._pos >= len(self._buf) and not self._eof:
+            chunk = self._raw.read(self.PIECE)
+            if not chunk:
+                self._eof = True
+                if self._pending:
+                    raise EOFError("the stream ends inside a frame")
+                return
+            out = []
+            try:
+                while chunk:
+                    out.append(self._obj.decompress(chunk))
+                    self._pending = True
+                    if self._obj.eof:
+                        chunk = self._obj.unused_data
+                        self._obj = self._dec.decompressobj()
+                        self._pending = False
+                    else:
+                        chunk = b""
+            except self._zstd.ZstdError as e:
+                raise ValueError(str(e)) from None
+            self._buf = b"".join(out)
+            self._pos = 0
+
+    def readinto(self, view) -> int:  # type: ignore[no-untyped-def]
+        self._fill()
+        n = min(len(view), len(self._buf) - self._pos)
+        view[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def _zstd_reader(raw: BinaryIO, path: str | os.PathLike[str]) -> BinaryIO:
+    try:
+        reader = _ZstdReader(raw)
+    except ImportError:
+        raise KxError(
+            f"cannot read {display_name(path)!r}: zstd input needs the zstandard package "
+            "(pip install zstandard)"
+        ) from None
+    return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[return-value]
 
 
 def _wrap_compressed(raw: BinaryIO, kind: str | None, path: str | os.PathLike[str]) -> BinaryIO:
@@ -140,10 +225,12 @@ def _wrap_compressed(raw: BinaryIO, kind: str | None, path: str | os.PathLike[st
         stream = bz2.BZ2File(raw, mode="rb")  # type: ignore[assignment]
     elif kind == "xz":
         stream = lzma.LZMAFile(raw, mode="rb")  # type: ignore[assignment]
+    elif kind == "zstd":
+        stream = _zstd_reader(raw, path)
     else:
         raise KxError(
             f"cannot read {display_name(path)!r}: it is {kind}, which kxtool does not read "
-            "(it reads plain text, gzip, bzip2 and xz)"
+            "(it reads plain text, gzip, bzip2, xz and zstd)"
         )
     return _Checked(stream, kind, path)  # type: ignore[return-value]
 
@@ -232,14 +319,15 @@ class _Checked:
 def compression_for_name(path: str | os.PathLike[str]) -> str | None:
     """The compression an output named ``path`` is written with (by its extension)."""
     name = os.fspath(path).lower()
-    for ext, kind in ((".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz")):
+    for ext, kind in ((".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd")):
         if name.endswith(ext):
             return kind
     return None
 
 
 def compression_of(path: str | os.PathLike[str]) -> str | None:
-    """``"gzip"``, ``"bzip2"``, ``"xz"`` or ``None`` for a file (by content, not by name); a
+    """``"gzip"``, ``"bzip2"``, ``"xz"``, ``"zstd"`` or ``None`` for a file (by content, not by
+    name); a
     compressed or archive format that kxtool does not read is a :class:`KxError`."""
     p = os.fspath(path)
     if p == STDIO:
@@ -249,7 +337,7 @@ def compression_of(path: str | os.PathLike[str]) -> str | None:
             kind = _sniff(f.read(_SNIFF))
     except OSError as e:
         raise os_error(e, p) from None
-    if kind not in (None, "gzip", "bzip2", "xz"):
+    if kind not in _READ_KINDS:
         _wrap_compressed(None, kind, p)  # type: ignore[arg-type]  # raises
     return kind
 
@@ -404,7 +492,7 @@ class AtomicOutputs:
     - a character or block device, a FIFO: opened and written through, never renamed over
       (``-o /dev/null`` stays a device; ``/dev/full`` is a "no space left" error).
 
-    A target named ``*.gz``, ``*.bz2`` or ``*.xz`` is written compressed. With
+    A target named ``*.gz``, ``*.bz2``, ``*.xz`` or ``*.zst`` is written compressed. With
     ``make_dirs``, missing directories of a target are created (and removed again if the set
     is discarded while they are still empty).
     """
@@ -605,6 +693,16 @@ def _compressor(f: BinaryIO, kind: str | None) -> BinaryIO | None:
         return bz2.BZ2File(f, mode="wb")  # type: ignore[return-value]
     if kind == "xz":
         return lzma.LZMAFile(f, mode="wb")  # type: ignore[return-value]
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise KxError("writing .zst needs the zstandard package (pip install zstandard)") from (
+                None
+            )
+        # level 3 (zstd's default), every core compressing, and a checksum in each frame
+        cctx = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True)
+        return cctx.stream_writer(f, closefd=False)  # type: ignore[return-value]
     return None
 
 

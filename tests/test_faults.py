@@ -17,7 +17,16 @@ import sys
 import numpy as np
 import pytest
 
-FAULTS = ["missing", "directory", "empty", "corrupt-gz", "truncated-gz", "zstd", "full-stdout"]
+FAULTS = [
+    "missing",
+    "directory",
+    "empty",
+    "corrupt-gz",
+    "truncated-gz",
+    "truncated-zst",
+    "unsupported-lz4",
+    "full-stdout",
+]
 
 # command name -> argv with {F} where the faulty file goes ({OK}: a good text file,
 # {VEC}: a good vectors file)
@@ -66,8 +75,13 @@ def _make(kind: str, tmp, good: bytes):
         p.write_bytes(bytes(bad))
     elif kind == "truncated-gz":
         p.write_bytes(blob[: len(blob) // 2])
-    elif kind == "zstd":
-        p.write_bytes(b"\x28\xb5\x2f\xfd\x24\x05\x29\x00\x00hello\n" + b"\x00" * 50)
+    elif kind == "truncated-zst":
+        import zstandard
+
+        z = zstandard.ZstdCompressor(write_checksum=True).compress(good * 40)
+        p.write_bytes(z[: len(z) // 2])
+    elif kind == "unsupported-lz4":
+        p.write_bytes(b"\x04\x22\x4d\x18\x64\x40\xa7" + b"\x00" * 50)
     return p
 
 

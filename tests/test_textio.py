@@ -325,7 +325,6 @@ def test_corrupt_and_truncated_compressed_inputs_are_named_errors(tmp_path, kind
 @pytest.mark.parametrize(
     "head",
     [
-        b"\x28\xb5\x2f\xfd\x04\x00",  # zstd
         b"\x04\x22\x4d\x18\x64\x40",  # lz4
         b"PK\x03\x04\x14\x00",  # zip
         b"7z\xbc\xaf\x27\x1c\x00\x04",  # 7z
@@ -359,3 +358,95 @@ def test_text_that_starts_like_a_magic_is_still_text(tmp_path):
     p.write_bytes(b"PKzip is a word\nBZh9 too\n")
     with open_input(p) as f:
         assert f.read() == b"PKzip is a word\nBZh9 too\n"
+
+
+# ---- zstd ---------------------------------------------------------------------------------
+
+zstandard = pytest.importorskip("zstandard")
+
+
+def _zst(data: bytes, **kw) -> bytes:
+    return zstandard.ZstdCompressor(**kw).compress(data)
+
+
+def _skippable(payload: bytes) -> bytes:
+    return (0x184D2A5A).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
+
+
+@pytest.mark.parametrize(
+    "blob,want",
+    [
+        (_zst(LINES), LINES),
+        (_zst(b""), b""),
+        (_zst(LINES[:999]) + _zst(LINES[999:], write_checksum=True), LINES),  # many frames
+        (b"".join(_zst(LINES[i : i + 100]) for i in range(0, len(LINES), 100)), LINES),
+        (_skippable(b"meta") + _zst(LINES) + _skippable(b"x" * 10), LINES),
+        (_zst(LINES * 200, level=1), LINES * 200),
+    ],
+    ids=["one-frame", "empty", "two-frames", "concatenated", "skippable", "big"],
+)
+def test_zstd_inputs_are_read(tmp_path, blob, want):
+    p = tmp_path / "data.zst"
+    p.write_bytes(blob)
+    assert b"".join(read_blocks(p, 1 << 16)) == want
+    with open_input(p) as f:
+        assert list(f) == want.splitlines(keepends=True)
+
+
+def test_zstd_streamed_frames_with_unknown_size(tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    with zstandard.ZstdCompressor().stream_writer(buf, closefd=False) as w:
+        for i in range(0, len(LINES), 777):
+            w.write(LINES[i : i + 777])
+    p = tmp_path / "s.zst"
+    p.write_bytes(buf.getvalue())
+    assert b"".join(read_blocks(p)) == LINES
+
+
+def test_corrupt_and_truncated_zstd_are_named_errors(tmp_path):
+    blob = _zst(LINES * 20, write_checksum=True)
+    truncated = tmp_path / "t.zst"
+    truncated.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(KxError, match=r"cannot read '.*t\.zst': truncated zstd data"):
+        b"".join(read_blocks(truncated))
+    bad = bytearray(blob)
+    for i in range(len(bad) // 2, len(bad) // 2 + 16):
+        bad[i] ^= 0xA5
+    corrupt = tmp_path / "c.zst"
+    corrupt.write_bytes(bytes(bad))
+    with pytest.raises(KxError, match=r"cannot read '.*c\.zst': corrupt zstd data"):
+        b"".join(read_blocks(corrupt))
+
+
+def test_zst_output_is_written_compressed_and_read_back_by_another_decoder(tmp_path, src):
+    out = tmp_path / "out.txt.zst"
+    r = kx("shuffle", str(src), "--seed", "4", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    plain = kx("shuffle", str(src), "--seed", "4").stdout
+    blob = out.read_bytes()
+    assert blob[:4] == b"\x28\xb5\x2f\xfd"
+    import shutil
+
+    if shutil.which("zstd"):
+        got = subprocess.run(["zstd", "-dc", str(out)], capture_output=True, check=True).stdout
+    else:
+        got = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    assert got == plain
+
+
+def test_shuffle_of_zst_parts_equals_shuffle_of_the_plain_text(tmp_path):
+    lines = LINES.splitlines(keepends=True) * 20
+    parts = []
+    for j in range(4):
+        p = tmp_path / f"part-{j}.jsonl.zst"
+        p.write_bytes(_zst(b"".join(lines[j * 10000 : (j + 1) * 10000])))
+        parts.append(str(p))
+    whole = tmp_path / "whole.txt"
+    whole.write_bytes(b"".join(lines))
+    a = kx("shuffle", *parts, "--seed", "9", "--memory", "1M", "-j", "2")
+    b = kx("shuffle", str(whole), "--seed", "9", "--memory", "1M", "-j", "2")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout
+    assert sorted(a.stdout.splitlines(keepends=True)) == sorted(lines)

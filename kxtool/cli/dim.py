@@ -93,7 +93,7 @@ def dim_command(
         None,
         "--corpus",
         metavar="FILE",
-        help="Take N from a corpus: its distinct tokens (.gz/.bz2/.xz, '-').",
+        help="Take N from a corpus: its distinct tokens (.gz/.bz2/.xz/.zst, '-').",
     ),
     method: str = typer.Option(
         "entropy",

@@ -14,7 +14,8 @@ HELP = """Shuffle the lines of one or more files uniformly, in bounded memory.
 Every permutation is equally likely, whatever the input size: inputs larger than --memory are
 shuffled through temporary files in --tmp-dir with two passes. The same --seed and input give
 byte-identical output whatever --memory, so parallel files (source/target) with the same line
-count are permuted alike. Inputs may be gzip, bzip2 or xz compressed; '-' (or nothing) is stdin.
+count are permuted alike. Inputs may be gzip, bzip2, xz or zstd compressed; '-' (or nothing)
+is stdin.
 
 Examples:
 
@@ -31,7 +32,7 @@ Examples:
 def shuffle(
     inputs: list[Path] = typer.Argument(
         None,
-        help="Input files ('-' or none: stdin); .gz/.bz2/.xz are read transparently.",
+        help="Input files ('-' or none: stdin); .gz/.bz2/.xz/.zst are read transparently.",
         show_default=False,
         metavar="FILE",
     ),

@@ -20,7 +20,7 @@ _SOLVERS = {
 
 _HELP = """Distance between texts over word vectors: WMD, WRD and their bounds.
 
-A and B are files with one text per line ('-' is stdin; .gz/.bz2/.xz are read as such). By
+A and B are files with one text per line ('-' is stdin; .gz/.bz2/.xz/.zst are read as such). By
 default line i of A is compared with line i of B and one score is printed per line, as the
 lines are read; the two files must have the same number of lines.
 

@@ -183,7 +183,7 @@ def shuffle_files(
 ) -> ShuffleResult:
     """Shuffle the records of ``inputs`` uniformly into ``output``, in bounded memory.
 
-    ``inputs`` are files (plain, .gz, .bz2 or .xz) or ``"-"`` for stdin, read once as one
+    ``inputs`` are files (plain, .gz, .bz2, .xz or .zst) or ``"-"`` for stdin, read once as one
     corpus. ``output`` is a file (written atomically; it may be one of the inputs) or ``"-"``;
     with ``shards`` it is a pattern such as ``"out/part-{:05d}.txt"`` for ``str.format``.
     ``memory`` bounds the memory for records (e.g. ``"512M"``). The same ``seed`` and input
