@@ -82,7 +82,6 @@ import random
 import re
 import signal
 import struct
-import tempfile
 import time
 import warnings
 import zlib
@@ -92,6 +91,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from . import tempfiles
 from .errors import KxError, kxwarn
 from .progress import Progress
 from .textio import display_name, input_size, os_error, read_blocks
@@ -446,11 +446,11 @@ class CacheEntry:
     source: str | None  # the vectors file it was made from
     status: str  # "current", "stale" (source changed, or a cache without checksums),
     #              "orphaned" (source gone), "damaged" (unreadable, or fails its checks),
-    #              "partial" (an interrupted write, over an hour old)
+    #              "partial" (an interrupted write), "writing" (a write in progress)
 
 
-#: A temporary file of an interrupted cache write is left alone for this long (seconds): it may
-#: belong to a write still running in another process.
+#: A temporary file without an owner tag (written by kxtool before names carried one) is taken
+#: for an interrupted write once it is this old (seconds).
 _PARTIAL_AGE = 3600
 
 
@@ -458,7 +458,11 @@ def cache_entries(directory: str | os.PathLike[str] | None = None) -> list[Cache
     """The files of the vector cache directory (default :func:`cache_dir`) and whether each is
     still of use: ``current`` when its source file exists unchanged and the cache passes a full
     check (see :func:`_damage`), else ``damaged``; ``stale`` when the source changed (or the
-    cache has no checksums: written by an older kxtool), ``orphaned`` when it is gone."""
+    cache has no checksums: written by an older kxtool), ``orphaned`` when it is gone.
+
+    Temporary files of cache writes are ``writing`` while the process that writes them runs
+    and ``partial`` once it is gone (killed); an old-style temporary name without an owner is
+    ``partial`` when over an hour old and not listed before."""
     d = os.fspath(directory) if directory is not None else cache_dir()
     try:
         names = sorted(os.listdir(d))
@@ -474,8 +478,12 @@ def cache_entries(directory: str | os.PathLike[str] | None = None) -> list[Cache
             st = os.stat(p)
         except OSError:
             continue
-        if name.endswith(".kxtmp"):
-            if now - st.st_mtime > _PARTIAL_AGE:
+        if name.endswith(tempfiles.SUFFIX):
+            owner = tempfiles.owner_of(name)
+            if owner is not None:
+                status = "partial" if owner.gone() else "writing"
+                out.append(CacheEntry(p, st.st_size, None, status))
+            elif now - st.st_mtime > _PARTIAL_AGE:
                 out.append(CacheEntry(p, st.st_size, None, "partial"))
             continue
         if not name.endswith(CACHE_SUFFIX):
@@ -513,9 +521,12 @@ def clean_cache(
     directory: str | os.PathLike[str] | None = None, *, everything: bool = False
 ) -> list[CacheEntry]:
     """Delete the cache files no load can use any more (stale, orphaned, damaged, partial), or
-    every one with ``everything``; return what was deleted."""
+    every one with ``everything``; return what was deleted. Writes in progress (``writing``)
+    are always left alone."""
     removed = []
     for entry in cache_entries(directory):
+        if entry.status == "writing":
+            continue
         if everything or entry.status != "current":
             try:
                 os.unlink(entry.path)
@@ -1375,7 +1386,10 @@ def _check_words_storable(words: Sequence[str], p: str) -> None:
 class _FileSink:
     """Streams float32 rows into a temporary ``.kxv`` file; ``finish`` renames it into place.
 
-    The CRC-32 of every ``_CRC_CHUNK`` bytes of the matrix is computed as it streams.
+    The temporary file is named by :mod:`kxtool.tempfiles` (its name carries this process's
+    host, pid and start time), so ``kxtool vectors cache`` can tell a write in progress from
+    one whose process was killed; leftovers of killed writes of the same target are removed
+    first. The CRC-32 of every ``_CRC_CHUNK`` bytes of the matrix is computed as it streams.
     """
 
     def __init__(self, final: str, dim: int, *, durable: bool = False) -> None:
@@ -1385,9 +1399,9 @@ class _FileSink:
         self.rows = 0
         self.crcs = _ChunkCrcs()
         d = os.path.dirname(final) or "."
-        fd, self.tmp = tempfile.mkstemp(
-            dir=d, prefix=f".{os.path.basename(final)}.", suffix=".kxtmp"
-        )
+        base = os.path.basename(final)
+        tempfiles.remove_stale(d, base)
+        fd, self.tmp = tempfiles.make_temp_file(d, base)
         self.f: BinaryIO = os.fdopen(fd, "w+b", buffering=1 << 20)
         try:
             self.f.write(b"\0" * _DATA_OFFSET)

@@ -169,6 +169,56 @@ def test_cache_list_and_clean(tmp_path):
     assert run("vectors", "cache").stdout == ""
 
 
+# A child that loads a vectors file and stops inside the cache write, after the first rows
+# are on disk, until it is killed (the pause is the test's own: production code has no hook).
+_KILLED_CHILD = r"""
+import sys, time
+import kxtool.vectors as V
+real_add = V._FileSink.add
+def add(self, m):
+    real_add(self, m)
+    self.f.flush()
+    sys.stdout.write(self.tmp + "\n")
+    sys.stdout.flush()
+    time.sleep(600)
+V._FileSink.add = add
+V.load_vectors(sys.argv[1])
+"""
+
+
+def test_a_killed_cache_write_is_listed_as_partial_and_cleaned(tmp_path):
+    import signal
+
+    p, _, _ = make_file(tmp_path, n=200)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, p],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tmp = child.stdout.readline().strip()
+        assert tmp, child.communicate(timeout=60)
+        assert os.path.dirname(tmp) == str(tmp_path / "cache" / "vectors")
+        r = run("vectors", "cache")
+        assert r.stdout.splitlines() == [f"writing\t{os.path.getsize(tmp)}\t-\t{tmp}"]
+        r = run("vectors", "cache", "--clean", "--all")  # a write in progress is kept
+        assert r.exit_code == 0 and "removed 0 cache files" in r.stderr and os.path.exists(tmp)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    r = run("vectors", "cache", "--json")
+    assert [json.loads(x)["status"] for x in r.stdout.splitlines()] == ["partial"]
+    r = run("vectors", "cache", "--clean")
+    assert r.exit_code == 0 and "removed 1 cache file" in r.stderr
+    assert not os.path.exists(tmp)
+    assert run("vectors", "cache").stdout == ""
+    # the next load writes its cache as usual
+    assert run("vectors", "info", p).exit_code == 0
+    assert [x.split("\t")[0] for x in run("vectors", "cache").stdout.splitlines()] == ["current"]
+
+
 def test_cache_lists_a_damaged_cache(tmp_path):
     p, words, m = make_file(tmp_path)
     r = run("vectors", "info", p, "--json")

@@ -766,3 +766,21 @@ def test_cache_without_checksums_is_stale_and_rebuilt(tmp_path, _cache_dir, monk
     out = save_cache(Vectors(words, m), tmp_path / "old.kxv")
     rewrite_header(out, lambda h: h.pop("checksums"))
     same(load_vectors(out), words, m)
+
+
+def test_cache_temporaries_are_partial_once_their_owner_is_gone(tmp_path, _cache_dir):
+    from kxtool import tempfiles
+
+    words, m = sample()
+    load_vectors(write(tmp_path / "v.txt", text_bytes(words, m)))
+    d = _cache_dir / "vectors"
+    host = tempfiles._host()
+    dead = d / f".v.kxv.{host}@{os.getpid()}-1.0123abcd.kxtmp"  # our pid, another start: gone
+    dead.write_bytes(b"half")
+    alive = d / tempfiles.temp_file_name("w.kxv")
+    alive.write_bytes(b"in progress")
+    status = {os.path.basename(e.path): e.status for e in V.cache_entries()}
+    assert status[dead.name] == "partial" and status[alive.name] == "writing"
+    removed = V.clean_cache(everything=True)
+    assert {e.status for e in removed} == {"partial", "current"}
+    assert os.listdir(d) == [alive.name]

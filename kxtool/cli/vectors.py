@@ -177,8 +177,9 @@ def cache(
     exists unchanged; `stale` when the source changed since, or when an older kxtool wrote it
     without checksums (the next load rebuilds it); `orphaned` when the source is gone;
     `damaged` when it is unreadable or fails its checksums (every cache is checked in full
-    here; a load checks a sample and rebuilds a damaged cache); `partial` when an interrupted
-    write left it. `--clean` deletes all but the current ones.
+    here; a load checks a sample and rebuilds a damaged cache). A temporary file is `writing`
+    while the process writing it runs and `partial` once that process is gone (killed).
+    `--clean` deletes all but the current ones and the writes in progress.
 
     Examples:
 
