@@ -262,13 +262,8 @@ def save_cache(
 ) -> str:
     """Write ``vectors`` to ``path`` in kxtool's cache format, atomically. Returns the path."""
     p = os.fspath(path)
-    if p == "-":
-        raise KxError("cannot write the kxtool vectors format to stdout: name an output file")
+    _check_output(p)
     target = os.path.abspath(p)
-    if os.path.isdir(target):
-        raise KxError(f"cannot write {p!r}: it is a directory")
-    if not os.path.isdir(os.path.dirname(target)):
-        raise KxError(f"cannot write {p!r}: directory {os.path.dirname(target)!r} does not exist")
     _check_words_storable(vectors.words, p)
     try:
         sink = _FileSink(target, vectors.dim, durable=True)
@@ -315,8 +310,7 @@ def convert_vectors(
     """
     limit = _check_limit(limit)
     s, d = os.fspath(src), os.fspath(dst)
-    if d == "-":
-        raise KxError("cannot write the kxtool vectors format to stdout: name an output file")
+    _check_output(d)
     if s != "-":
         _check_input(s)
         if os.path.exists(d) and os.path.samefile(s, d):
@@ -326,13 +320,34 @@ def convert_vectors(
             save_cache(vec, d, progress=progress)
             return read_cache(d)
     target = os.path.abspath(d)
-    if os.path.isdir(target):
-        raise KxError(f"cannot write {d!r}: it is a directory")
-    if not os.path.isdir(os.path.dirname(target)):
-        raise KxError(f"cannot write {d!r}: directory {os.path.dirname(target)!r} does not exist")
     ident = _source_identity(s) if s != "-" else None
     target_spec = _CacheTarget([target], ident, limit, durable=True, strict=True)
     return _parse(s, limit, target_spec, progress, workers)
+
+
+_COMPRESSED_NAMES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+
+
+def _check_output(p: str) -> None:
+    """Refuse an output the kxtool format cannot be written to (before any work is done)."""
+    if p == "-":
+        raise KxError("cannot write the kxtool vectors format to stdout: name an output file")
+    ext = next((e for e in _COMPRESSED_NAMES if p.lower().endswith(e)), None)
+    if ext is not None:
+        raise KxError(
+            f"cannot write {p!r}: the kxtool vectors format cannot be compressed (it is"
+            f" memory-mapped when read); name the output without {ext}, e.g. {_kxv_name(p, ext)}"
+        )
+    target = os.path.abspath(p)
+    if os.path.isdir(target):
+        raise KxError(f"cannot write {p!r}: it is a directory")
+    if not os.path.isdir(os.path.dirname(target)):
+        raise KxError(f"cannot write {p!r}: directory {os.path.dirname(target)!r} does not exist")
+
+
+def _kxv_name(p: str, ext: str) -> str:
+    stem = os.path.basename(p)[: -len(ext)] or "out"
+    return stem if stem.endswith(CACHE_SUFFIX) else stem + CACHE_SUFFIX
 
 
 def default_vectors() -> Vectors:

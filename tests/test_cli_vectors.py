@@ -235,3 +235,11 @@ def test_cache_lists_a_damaged_cache(tmp_path):
         float(np.linalg.norm(m, axis=1).max()), rel=1e-5
     )
     assert run("vectors", "cache").stdout.split("\t")[0] == "current"
+
+
+def test_convert_to_a_gz_name_is_an_error(tmp_path):
+    p, _, _ = make_file(tmp_path)
+    r = run("vectors", "convert", p, str(tmp_path / "out.kxv.gz"))
+    assert r.exit_code == 1
+    assert "cannot be compressed" in r.stderr and "out.kxv" in r.stderr
+    assert not os.path.exists(tmp_path / "out.kxv.gz")

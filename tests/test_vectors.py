@@ -768,6 +768,17 @@ def test_cache_without_checksums_is_stale_and_rebuilt(tmp_path, _cache_dir, monk
     same(load_vectors(out), words, m)
 
 
+def test_convert_to_a_compressed_name_is_an_error(tmp_path):
+    words, m = sample()
+    p = write(tmp_path / "v.txt", text_bytes(words, m))
+    for name in ("out.kxv.gz", "out.kxv.bz2", "out.xz"):
+        with pytest.raises(KxError, match=r"cannot be compressed"):
+            convert_vectors(p, tmp_path / name)
+        with pytest.raises(KxError, match=r"cannot be compressed"):
+            save_cache(Vectors(words, m), tmp_path / name)
+    assert sorted(os.listdir(tmp_path)) == ["cache", "v.txt"] or os.listdir(tmp_path) == ["v.txt"]
+
+
 def test_cache_temporaries_are_partial_once_their_owner_is_gone(tmp_path, _cache_dir):
     from kxtool import tempfiles
 

@@ -121,7 +121,8 @@ def convert(
     """Convert a vectors file to kxtool's fast-loading format.
 
     The output holds a memory-mappable float32 matrix and its vocabulary in one file, which
-    loads in milliseconds.
+    loads in milliseconds. It cannot be compressed (an OUT ending in .gz, .bz2, .xz or .zst is
+    an error): it is memory-mapped when read.
 
     The input is streamed into the output, so files larger than memory convert. The output is
     written atomically (nothing is left behind on failure) and can be passed wherever a vectors
