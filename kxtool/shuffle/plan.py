@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from ..errors import KxError
+from ..parallel import default_jobs  # noqa: F401  (re-exported by the shuffle)
 from ..textio import (
     STDIO,
     format_size,
@@ -62,15 +63,6 @@ def _check_space(directory: str, needed: int, what: str) -> None:
             f"{format_size(needed + DISK_SLACK)} needed, {format_size(free)} free "
             "(use --tmp-dir elsewhere)"
         )
-
-
-def default_jobs() -> int:
-    """Worker processes used when none are asked for: the usable cores, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
 
 
 def _planning_size(paths: Sequence[str]) -> int | None:
