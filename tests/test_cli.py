@@ -213,3 +213,35 @@ def test_progress_bars_only_on_a_terminal(tmp_path):
     os.close(master)
     assert proc.wait(timeout=60) == 0
     assert b"reading" in seen and b"writing" in seen
+
+
+def _walk(cmd, ctx, path):
+    from typer import _click
+
+    ctx = _click.Context(cmd, info_name=path[-1], parent=ctx)
+    yield path, cmd, ctx
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            if sub is not None and not getattr(sub, "hidden", False):
+                yield from _walk(sub, ctx, [*path, name])
+
+
+def test_one_short_flag_means_one_thing_in_every_command():
+    import typer
+
+    from kxtool.cli._app import SHORT_FLAGS
+
+    wrong = []
+    for path, cmd, ctx in _walk(typer.main.get_command(app), None, ["kxtool"]):
+        for param in cmd.get_params(ctx):
+            if getattr(param, "hidden", False) or getattr(param, "param_type_name", "") != "option":
+                continue
+            names = [*param.opts, *param.secondary_opts]
+            shorts = [n for n in names if len(n) == 2]
+            longs = [n for n in names if n.startswith("--")]
+            for s in shorts:
+                allowed = SHORT_FLAGS.get(s, ((),))[0]
+                if not set(longs) & set(allowed):
+                    wrong.append(f"{' '.join(path)}: {s} is {longs}, the vocabulary says {allowed}")
+    assert not wrong, "\n".join(wrong)

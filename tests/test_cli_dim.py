@@ -140,7 +140,26 @@ def test_pip_cli(tmp_path):
 
 
 def test_pipe_to_head_is_quiet():
-    cmd = [sys.executable, "-m", "kxtool", "dim", "-n", "100000", "-n", "200000", "-n", "300000"]
+    cmd = [sys.executable, "-m", "kxtool", "dim", "--vocab", "100000", "--vocab", "200,000"]
     p = subprocess.run(" ".join(cmd) + " | head -1", shell=True, capture_output=True, text=True)
     assert p.stdout.split() == ["vocab", "dim", "bound"]
     assert p.stderr == ""
+
+
+def test_counts_are_read_in_every_common_spelling():
+    for spelling in ("1000000", "1_000_000", "1,000,000", "1e6", "1.0E6"):
+        r = run("--vocab", spelling, "--json")
+        assert r.exit_code == 0, (spelling, r.output)
+        assert json.loads(r.stdout)["results"][0]["vocab"] == 1_000_000
+    for bad in ("1.5e0", "abc", "1,00", "-5", "1e"):
+        r = run("--vocab", bad)
+        assert r.exit_code == 2, bad
+
+
+def test_deprecated_short_flags_still_work_with_a_warning():
+    cmd = [sys.executable, "-m", "kxtool", "dim", "-n", "5000", "-m", "jl", "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0
+    assert json.loads(p.stdout)["results"][0]["vocab"] == 5000
+    assert "-n for --vocab is deprecated" in p.stderr
+    assert "-m for --method is deprecated" in p.stderr

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -264,3 +265,61 @@ def parse_size_option(value: str, option: str) -> int:
     if n <= 0:
         raise typer.BadParameter("must be greater than zero", param_hint=option)
     return n
+
+
+_COUNT_RE = re.compile(r"^\s*(\d{1,3}(?:,\d{3})+|\d+(?:_\d+)*|\d+(?:\.\d+)?[eE]\+?\d+)\s*$")
+
+
+def parse_count(value: str | int, option: str, minimum: int = 0) -> int:
+    """A whole number given as ``100000``, ``100_000``, ``100,000`` or ``1e5`` (an integral
+    value in scientific notation); anything else is a usage error (exit 2) in one line."""
+    if isinstance(value, int):
+        n = value
+    else:
+        m = _COUNT_RE.match(str(value))
+        if m is None:
+            raise typer.BadParameter(
+                f"{value!r} is not a whole number (write e.g. 100000, 100_000, 100,000 or 1e5)",
+                param_hint=option,
+            )
+        text = m.group(1).replace(",", "").replace("_", "")
+        if "e" in text.lower():
+            from decimal import Decimal
+
+            d = Decimal(text)
+            if d != d.to_integral_value():
+                raise typer.BadParameter(f"{value!r} is not a whole number", param_hint=option)
+            n = int(d)
+        else:
+            n = int(text)
+    if n < minimum:
+        raise typer.BadParameter(f"must be at least {minimum}, not {n}", param_hint=option)
+    return n
+
+
+def deprecated_flag(used: bool, old: str, new: str, later: str | None = None) -> None:
+    """Warn that the short flag ``old`` for ``new`` is deprecated (and what it will mean in the
+    next release, ``later``)."""
+    if not used:
+        return
+    then = f"; in the next release {old} will mean {later}" if later else ""
+    warn(f"{old} for {new} is deprecated: write {new}{then}")
+
+
+#: The one option vocabulary: each short flag, the long names it may stand for (one meaning
+#: under different names where a command names it after its own work), and that meaning.
+#: docs/cli.md shows this table and a test checks every command against it.
+SHORT_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "-h": (("--help",), "help"),
+    "-o": (("--output",), "the output file ('-': stdout)"),
+    "-j": (("--jobs",), "worker processes (or threads)"),
+    "-v": (("--verbose",), "report more on stderr"),
+    "-s": (("--seed",), "the random seed"),
+    "-S": (("--memory",), "the memory budget, e.g. 512M (as sort -S)"),
+    "-T": (("--tmp-dir",), "the directory for temporary files (as sort -T)"),
+    "-z": (("--zero-terminated",), "records end with NUL (as shuf -z)"),
+    "-n": (("--limit",), "how many: the first N rows or items (as head -n)"),
+    "-k": (("--top", "--k"), "the number of nearest neighbours"),
+    "-m": (("--metric",), "the distance metric"),
+    "-t": (("--text",), "the arguments are the texts themselves"),
+}

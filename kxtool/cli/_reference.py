@@ -105,13 +105,42 @@ def cli_markdown() -> str:
         _help_markdown(root.help or ""),
         "",
     ]
+    out += _vocabulary()
     _render(root, [PROG], None, out)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def _vocabulary() -> list[str]:
+    from ._app import SHORT_FLAGS
+
+    rows = [
+        "## Short options",
+        "",
+        "A short option means the same thing in every command that has it:",
+        "",
+        "| short | long | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for short, (longs, meaning) in SHORT_FLAGS.items():
+        rows.append(f"| `{short}` | {', '.join(f'`{x}`' for x in longs)} | {_cell(meaning)} |")
+    rows += [
+        "",
+        "Deprecated, still accepted for one release with a warning: `kxtool shuffle -m SIZE`",
+        "(now `-S`/`--memory`), `kxtool dim -n N` (now `--vocab`) and `kxtool dim -m METHOD`",
+        "(now `--method`).",
+        "",
+    ]
+    return rows
+
+
 def expected_files(root: str) -> dict[str, str]:
     """Every generated file (path under ``root``) with the content it should have."""
-    files = {os.path.join(root, "docs", "cli.md"): cli_markdown()}
+    from .._apidoc import api_markdown
+
+    files = {
+        os.path.join(root, "docs", "cli.md"): cli_markdown(),
+        os.path.join(root, "docs", "api.md"): api_markdown(),
+    }
     for shell, name in COMPLETION_FILES.items():
         files[os.path.join(root, "completions", name)] = completion_script(shell)
     return files

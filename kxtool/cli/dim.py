@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ._app import Bars, command, print_json
+from ._app import Bars, command, deprecated_flag, parse_count, print_json
 
 _CLOSED = ("entropy", "entropy-analytic", "jl", "fourth-root")
 _CHOICES = (*_CLOSED, "all", "pip")
@@ -80,9 +80,13 @@ def _table(headers: list[str], rows: list[list[str]], caption: str | None = None
 
 @command("dim", help=_HELP)
 def dim_command(
-    vocab: list[int] = typer.Option(
-        None, "--vocab", "-n", metavar="N", help="A vocabulary size N (repeat for a table)."
+    vocab: list[str] = typer.Option(
+        None,
+        "--vocab",
+        metavar="N",
+        help="A vocabulary size N (repeat for a table): 100000, 100_000, 100,000 or 1e5.",
     ),
+    vocab_short: list[str] = typer.Option(None, "-n", hidden=True),
     vectors: list[str] = typer.Option(
         None,
         "--vectors",
@@ -98,7 +102,6 @@ def dim_command(
     method: str = typer.Option(
         "entropy",
         "--method",
-        "-m",
         metavar="METHOD",
         help="entropy, entropy-analytic, jl, fourth-root, all, or pip (with --corpus).",
     ),
@@ -142,12 +145,17 @@ def dim_command(
         None, "--tmp-dir", metavar="DIR", help="pip: directory for the temporary token-id file."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    method_short: str = typer.Option(None, "-m", hidden=True),
 ) -> None:
     from .. import dim as engine
     from ..errors import KxError
     from ..textio import display_name
 
-    vocab = list(vocab or [])
+    deprecated_flag(bool(vocab_short), "-n", "--vocab", "a count of items (as in head -n)")
+    deprecated_flag(method_short is not None, "-m", "--method", "--metric")
+    if method_short is not None:
+        method = method_short
+    vocab = [parse_count(v, "--vocab") for v in [*(vocab or []), *(vocab_short or [])]]
     vectors = list(vectors or [])
     corpus = list(corpus or [])
     if method not in _CHOICES:

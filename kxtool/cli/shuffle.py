@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import Bars, command, err, parse_size_option, print_json
+from ._app import Bars, command, deprecated_flag, err, parse_size_option, print_json
 
 HELP = """Shuffle the lines of one or more files uniformly, in bounded memory.
 
@@ -48,7 +48,11 @@ def shuffle(
         "'out/part-{:05d}.txt' (missing directories are created).",
     ),
     memory: str = typer.Option(
-        "1G", "--memory", "-m", metavar="SIZE", help="Memory budget for records, e.g. 512M, 4G."
+        "1G",
+        "--memory",
+        "-S",
+        metavar="SIZE",
+        help="Memory budget for records, e.g. 512M, 4G (as sort -S; at least 4K).",
     ),
     seed: int | None = typer.Option(
         None,
@@ -94,9 +98,14 @@ def shuffle(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Report the seed, sizes and passes on stderr."
     ),
+    memory_short: str = typer.Option(None, "-m", hidden=True),
 ) -> None:
     from ..errors import KxError
     from ..shuffle import shuffle_files
+
+    deprecated_flag(memory_short is not None, "-m", "--memory (-S)", "--metric")
+    if memory_short is not None:
+        memory = memory_short
 
     budget = parse_size_option(memory, "--memory")
     if json_out and output == "-":

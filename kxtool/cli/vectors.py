@@ -34,8 +34,9 @@ def _positive(value: int | None) -> int | None:
 
 WORKERS = typer.Option(
     None,
-    "--workers",
+    "--jobs",
     "-j",
+    "--workers",
     metavar="N",
     min=1,
     help="Processes that parse a big text file [default: one per core, at most 8].",
