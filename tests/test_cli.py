@@ -245,3 +245,42 @@ def test_one_short_flag_means_one_thing_in_every_command():
                 if not set(longs) & set(allowed):
                     wrong.append(f"{' '.join(path)}: {s} is {longs}, the vocabulary says {allowed}")
     assert not wrong, "\n".join(wrong)
+
+
+def _complete(shell: str, line: str) -> list[str]:
+    env = {"_KXTOOL_COMPLETE": f"complete_{shell}"}
+    if shell == "bash":
+        words = line.split(" ")
+        env |= {"COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
+    else:
+        env["_TYPER_COMPLETE_ARGS"] = line
+        if shell == "fish":
+            env["_TYPER_COMPLETE_FISH_ACTION"] = "get-args"
+    out = kx(env_extra=env).stdout.decode()
+    if shell == "zsh":  # _arguments '*: :(("a" "b"))'
+        return [w.strip('"') for w in out.split("((", 1)[-1].split("))")[0].split()]
+    return out.split()
+
+
+# every option that takes one of a few values, and those values
+CHOICE_OPTIONS = [
+    ("dim --method", ["entropy", "entropy-analytic", "jl", "fourth-root", "all", "pip"]),
+    ("dim --lang", ["auto", "zh", "en"]),
+]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+@pytest.mark.parametrize("line,values", CHOICE_OPTIONS, ids=[c[0] for c in CHOICE_OPTIONS])
+def test_completions_offer_the_values_of_choice_options(shell, line, values):
+    assert _complete(shell, f"kxtool {line} ") == values
+    assert _complete(shell, f"kxtool {line} {values[0][:1]}") == [
+        v for v in values if v.startswith(values[0][:1])
+    ]
+
+
+def test_help_shows_plain_argument_names():
+    for cmd in (["shuffle"], ["wmd"], ["vectors", "convert"], ["hubness", "report"]):
+        text = kx(*cmd, "--help").stdout.decode()
+        arguments = text.split("Arguments:")[-1].split("Options:")[0]
+        assert "<" not in arguments and "[required]" in arguments, text
+        assert "{" not in text.splitlines()[0], text

@@ -37,6 +37,23 @@ app = typer.Typer(
 )
 
 
+def _plain_argument_names() -> None:
+    """Arguments in help as users read them in man pages: ``A B`` for required ones and
+    ``[FILE]...`` for optional ones, without Typer's Python type (``FILE <list[Path]>``) or its
+    braces around required names (``{A} {B}``)."""
+    from typer.core import TyperArgument
+
+    def usage_name(self: Any) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
+
+_plain_argument_names()
+
+
 class Terminated(KeyboardInterrupt):
     """Raised from the SIGTERM handler so that cleanup runs as it does for Ctrl-C."""
 
@@ -323,3 +340,12 @@ SHORT_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "-m": (("--metric",), "the distance metric"),
     "-t": (("--text",), "the arguments are the texts themselves"),
 }
+
+
+def choices(*values: str) -> Callable[[str], list[str]]:
+    """Shell completion for an option that takes one of ``values``: ``autocompletion=``."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete)]
+
+    return complete

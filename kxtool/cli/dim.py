@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ._app import Bars, command, deprecated_flag, parse_count, print_json
+from ._app import Bars, choices, command, deprecated_flag, parse_count, print_json
 
 _CLOSED = ("entropy", "entropy-analytic", "jl", "fourth-root")
 _CHOICES = (*_CLOSED, "all", "pip")
@@ -103,6 +103,7 @@ def dim_command(
         "entropy",
         "--method",
         metavar="METHOD",
+        autocompletion=choices(*_CHOICES),
         help="entropy, entropy-analytic, jl, fourth-root, all, or pip (with --corpus).",
     ),
     eps: float = typer.Option(
@@ -115,7 +116,11 @@ def dim_command(
         help="Count only tokens seen at least this many times (--corpus).",
     ),
     lang: str = typer.Option(
-        "auto", "--lang", metavar="LANG", help="Tokeniser language: auto, zh or en."
+        "auto",
+        "--lang",
+        metavar="LANG",
+        autocompletion=choices("auto", "zh", "en"),
+        help="Tokeniser language: auto, zh or en.",
     ),
     stopwords: str = typer.Option(
         "none",
