@@ -282,5 +282,5 @@ def test_help_shows_plain_argument_names():
     for cmd in (["shuffle"], ["wmd"], ["vectors", "convert"], ["hubness", "report"]):
         text = kx(*cmd, "--help").stdout.decode()
         arguments = text.split("Arguments:")[-1].split("Options:")[0]
-        assert "<" not in arguments and "[required]" in arguments, text
+        assert arguments.strip() and "<" not in arguments, text
         assert "{" not in text.splitlines()[0], text
