@@ -7,8 +7,15 @@
 - **GloVe text**: the same lines without a header (the dimension comes from the first line);
 - **word2vec binary**: a ``count dim`` header line, then per word ``word<space>`` followed by
   ``dim`` little-endian float32 values (an optional newline after each vector is skipped);
-- any of these compressed with gzip, bzip2 or xz;
+- any of these compressed with gzip, bzip2, xz or zstd;
 - **kxtool's cache format** (below), memory-mapped.
+
+The format is decided on the first MiB (or the whole file, if smaller): a UTF-8 byte order mark
+is skipped; a first line of two integers is a header when what follows agrees with it (text rows
+of that many numbers, or binary records whose sizes fit the data, see :func:`_detect`), and
+otherwise the first row of a 1-dimensional GloVe file if the file reads as one (``2 5`` is the
+word "2"); a header with a count or dimension below 1 is an error. NumPy ``.npy`` and ``.npz``
+files (arrays without a vocabulary) are a clear error.
 
 A malformed input is a :class:`~kxtool.errors.KxError` naming the file and line (``record`` for
 binary files): wrong number of values, a value that is not a finite number, a duplicate word, a
@@ -607,46 +614,137 @@ _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
 
 
-def _is_int(tok: bytes) -> bool:
-    return tok.isdigit()
+_INT = re.compile(rb"[+-]?[0-9]+")
+_BOM = b"\xef\xbb\xbf"
+_DETECT_BYTES = 1 << 20  # the head of the data that the format is decided on (or all of it)
+_DETECT_LINES = 20  # lines (or binary records) of the head checked for agreement
 
 
 def _looks_like_text_row(line: bytes, dim: int) -> bool:
+    """A word and ``dim`` numbers (a word may have spaces, as in GloVe 840B, if the extra
+    fields are not all numbers)."""
     toks = line.split()
-    if len(toks) != dim + 1:
+    if len(toks) < dim + 1 or not all(_is_number(t) for t in toks[len(toks) - dim :]):
         return False
-    try:
-        for t in toks[1:]:
-            float(t)
-    except ValueError:
+    extra = toks[1 : len(toks) - dim]
+    return not extra or not all(_is_number(t) for t in extra)
+
+
+def _rows_agree(data: bytes, dim: int, complete: bool) -> bool:
+    """Whether the first lines of ``data`` (up to ``_DETECT_LINES``; a last line that may be
+    cut off is left out unless ``complete``) are all text rows of ``dim`` numbers."""
+    lines = data.split(b"\n", _DETECT_LINES)
+    if len(lines) > _DETECT_LINES or not complete:
+        lines = lines[:-1]
+    lines = [ln for ln in lines if ln.strip()]
+    return bool(lines) and all(_looks_like_text_row(ln, dim) for ln in lines)
+
+
+def _binary_agrees(
+    data: bytes, count: int, dim: int, complete: bool, size: int | None, hlen: int
+) -> bool:
+    """Whether ``data`` (what follows a ``count dim`` header of ``hlen`` bytes) reads as
+    word2vec binary records: a word, a space, ``4 * dim`` bytes (then an optional newline).
+
+    When ``data`` is the whole file (``complete``), exactly ``count`` records must fill it.
+    Otherwise the first records in hand must read, one of their vectors must have a byte that
+    text never has (text read as records always looks like text), and when the file size is
+    known it must agree, within a factor of two, with ``count`` records of the size seen.
+    """
+    rec = 4 * dim
+    pos = r = 0
+    untextlike = False
+    n = len(data)
+    while r < count and (complete or r < _DETECT_LINES):
+        while pos < n and data[pos] in b"\n\r":
+            pos += 1
+        sp = data.find(b" ", pos, pos + 65536)
+        if sp < 0 or sp + 1 + rec > n:
+            break
+        if sp == pos:
+            return False
+        if not untextlike:
+            vec = np.frombuffer(data, np.uint8, rec, sp + 1)
+            untextlike = not _TEXT_BYTES[vec].all()
+        pos = sp + 1 + rec
+        r += 1
+    if complete:
+        return r == count and not data[pos:].strip()
+    if r == 0 or not untextlike:
         return False
+    if size is not None:
+        expected = hlen + count * (pos / r)
+        return 0.5 * expected <= size <= 2 * expected
     return True
 
 
-def _detect(head: bytes, name: str) -> tuple[str, int | None, int, int]:
-    """``(format, count, dim, header_bytes)`` from the first block of decompressed data."""
+def _refuse_foreign(head: bytes, name: str) -> None:
+    """A clear error for array files that hold numbers without their words."""
+    if head.startswith(b"\x93NUMPY"):
+        what = "a NumPy .npy array (it has no vocabulary)"
+    elif head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        what = "a zip archive (a NumPy .npz file?)"
+    else:
+        return
+    raise KxError(
+        f"{name}: {what}, which kxtool does not read as word vectors: it reads word2vec text or"
+        " binary, GloVe text and fastText .vec files (plain, gzip, bzip2, xz or zstd) and its"
+        " own .kxv format"
+    )
+
+
+def _detect(
+    head: bytes, name: str, *, complete: bool = True, size: int | None = None
+) -> tuple[str, int | None, int, int]:
+    """``(format, count, dim, header_bytes)`` from the head of the decompressed data.
+
+    ``complete`` says that ``head`` is all of it; ``size`` is the file's size when known. A
+    first line of two integers is a ``count dim`` header when what follows agrees with it:
+    text rows of ``dim`` numbers (word2vec text, fastText), or binary records (see
+    :func:`_binary_agrees`). Otherwise, if every line is a word and one number, the file is a
+    1-dimensional GloVe file whose first word is a number (``2 5``: the word "2"). A header
+    with a count or dimension below 1 is an error unless the file reads as such a GloVe file.
+    A 1-dimensional word2vec text file is also a valid 1-dimensional GloVe file: it is taken for
+    word2vec when its count agrees with its lines (always, when the file is bigger than the head).
+    """
     if head.startswith(MAGIC):
         raise KxError(f"{name}: a compressed kxtool vectors file: decompress it first")
+    _refuse_foreign(head, name)
     nl = head.find(b"\n")
     first = head if nl < 0 else head[:nl]
     toks = first.split()
     if not toks:
         raise KxError(f"{name}:1: expected a word and its vector (or a 'count dim' header)")
-    if len(toks) == 2 and _is_int(toks[0]) and _is_int(toks[1]):
+    if len(toks) == 2 and _INT.fullmatch(toks[0]) and _INT.fullmatch(toks[1]):
         count, dim = int(toks[0]), int(toks[1])
-        if dim < 1:
-            raise KxError(f"{name}:1: the header gives dimension {dim}")
         rest = b"" if nl < 0 else head[nl + 1 :]
-        if count == 0 or not rest.strip():
+        glove1 = _rows_agree(head, 1, complete)
+        if count < 1 or dim < 1:
+            if glove1:
+                return "glove", None, 1, 0
+            raise KxError(
+                f"{name}:1: invalid header '{count} {dim}': the vector count and the dimension"
+                " must be positive"
+            )
+        if not rest.strip():
             raise KxError(f"{name}: no vectors after the header '{count} {dim}'")
         body = rest.lstrip(b"\n")
-        if _looks_like_text_row(body.split(b"\n", 1)[0], dim):
+        if _rows_agree(body, dim, complete):
+            if dim == 1 and glove1 and complete:
+                rows = sum(1 for ln in rest.split(b"\n") if ln.strip())
+                if rows != count:
+                    return "glove", None, 1, 0
             return "word2vec", count, dim, nl + 1
+        if _binary_agrees(rest, count, dim, complete, size, nl + 1):
+            return "word2vec-binary", count, dim, nl + 1
+        if glove1:
+            return "glove", None, 1, 0
+        # Neither reads cleanly: the parser that the first record suggests names the problem.
         sp = body.find(b" ")
         region = body[sp + 1 : sp + 1 + 4 * dim] if sp >= 0 else b""
         if sp > 0 and region and not _TEXT_BYTES[np.frombuffer(region, np.uint8)].all():
             return "word2vec-binary", count, dim, nl + 1
-        return "word2vec", count, dim, nl + 1  # the text parser will name what is wrong
+        return "word2vec", count, dim, nl + 1
     if len(toks) < 2:
         raise KxError(f"{name}:1: expected a word and its vector, found 1 field")
     return "glove", None, len(toks) - 1, 0
@@ -695,6 +793,12 @@ def _parse(
     workers: int | None = None,
 ) -> Vectors:
     name = display_name(p)
+    if p != "-" and os.path.isfile(p):
+        try:
+            with open(p, "rb") as f:
+                _refuse_foreign(f.read(8), name)  # before textio's less specific refusal
+        except OSError as e:
+            raise os_error(e, p) from None
     total = input_size(p) if p != "-" else None
     blocks = read_blocks(p, _BLOCK)
     done = 0
@@ -708,14 +812,25 @@ def _parse(
             yield b
 
     it = counted()
-    head = b""
+    pieces: list[bytes] = []
+    got = 0
+    complete = True
     for b in it:
-        head += b
-        if b"\n" in head or len(head) >= _BLOCK:
+        pieces.append(b)
+        got += len(b)
+        if got >= _DETECT_BYTES:
+            complete = False
             break
+    head = b"".join(pieces)
+    if head.startswith(_BOM):
+        head = head[len(_BOM) :]
     if not head:
         raise KxError(f"{name}: the vectors file is empty")
-    fmt, count, dim, hlen = _detect(head, name)
+    fmt, count, dim, hlen = _detect(head, name, complete=complete, size=total)
+    # the parsers see the data in blocks of _BLOCK bytes, however much was read to detect
+    body = head[hlen:]
+    first = body[:_BLOCK]
+    it = itertools.chain((body[i : i + _BLOCK] for i in range(_BLOCK, len(body), _BLOCK)), it)
     want = count if limit is None else (limit if count is None else min(count, limit))
     coll = _Collector(dim, want, target)
     coll.name = name
@@ -727,9 +842,9 @@ def _parse(
     try:
         if fmt == "word2vec-binary":
             assert count is not None
-            _parse_binary(head[hlen:], it, name, count, dim, limit, coll)
+            _parse_binary(first, it, name, count, dim, limit, coll)
         else:
-            _parse_text(head[hlen:], it, name, count, dim, limit, coll, _workers(p, workers))
+            _parse_text(first, it, name, count, dim, limit, coll, _workers(p, workers))
         return coll.finish(name, fmt)
     except BaseException:
         coll.abort()

@@ -768,6 +768,95 @@ def test_cache_without_checksums_is_stale_and_rebuilt(tmp_path, _cache_dir, monk
     same(load_vectors(out), words, m)
 
 
+def test_utf8_bom_is_skipped(tmp_path):
+    words, m = sample(n=5)
+    for header in (True, False):
+        p = write(tmp_path / "bom.txt", b"\xef\xbb\xbf" + text_bytes(words, m, header=header))
+        v = load_vectors(p, cache=False)
+        same(v, words, m)
+        assert v.format == ("word2vec" if header else "glove")
+
+
+def _printable_floats(k, seed=0):
+    """``k`` float32 values between 0.5 and 1 whose bytes are all printable ASCII."""
+    rng = np.random.default_rng(seed)
+    b = rng.integers(0x21, 0x7F, (k, 4), dtype=np.uint8)
+    b[:, 3] = 0x3F  # '?': sign 0, exponent 126 (the next byte is below 0x80)
+    return b.tobytes()
+
+
+@pytest.mark.parametrize("head_bytes", [None, 150])
+def test_binary_with_printable_vectors_is_binary(tmp_path, monkeypatch, head_bytes):
+    if head_bytes is not None:
+        monkeypatch.setattr(V, "_DETECT_BYTES", head_bytes)  # the file is bigger than the head
+    words, m = sample(n=60, dim=4)
+    m[0] = np.frombuffer(_printable_floats(4), "<f4")
+    for newline in (True, False):
+        p = write(tmp_path / "v.bin", binary_bytes(words, m, newline=newline))
+        v = load_vectors(p, cache=False)
+        assert v.format == "word2vec-binary"
+        same(v, words, m)
+    # every vector printable (a small file: the whole file is checked)
+    m2 = np.frombuffer(_printable_floats(4 * 8, 1), "<f4").reshape(8, 4)
+    words2 = [f"w{i}" for i in range(8)]
+    p = write(tmp_path / "all.bin", binary_bytes(words2, m2, newline=False))
+    if head_bytes is None:
+        v = load_vectors(p, cache=False)
+        assert v.format == "word2vec-binary"
+        same(v, words2, m2)
+
+
+def test_text_with_a_bad_line_is_still_text(tmp_path, monkeypatch):
+    monkeypatch.setattr(V, "_DETECT_BYTES", 300)
+    words, m = sample(n=60, dim=4)
+    lines = text_bytes(words, m).decode().splitlines()
+    lines[3] += " 9"
+    p = lines_file(tmp_path, lines)
+    with pytest.raises(KxError, match=r"bad.txt:4: expected 4 numbers after the word, found 5"):
+        load_vectors(p, cache=False)
+
+
+@pytest.mark.parametrize(
+    "lines,fmt,words,dim",
+    [
+        (["2 5", "3 7", "x 1"], "glove", ["2", "3", "x"], 1),  # 1-d GloVe, not a header
+        (["3 1", "a 0.5", "b 0.7", "c 0.1"], "word2vec", ["a", "b", "c"], 1),
+        (["2 1", "3 7", "x 1", "y 2"], "glove", ["2", "3", "x", "y"], 1),  # count disagrees
+        (["1 -5", "a 2", "b 3"], "glove", ["1", "a", "b"], 1),
+        (["2 3", "a 1 2 3", "b 4 5 6"], "word2vec", ["a", "b"], 3),
+    ],
+)
+def test_header_or_first_row(tmp_path, lines, fmt, words, dim):
+    v = load_vectors(lines_file(tmp_path, lines), cache=False)
+    assert (v.format, v.words, v.dim) == (fmt, words, dim)
+
+
+@pytest.mark.parametrize(
+    "lines", [["1 -5", "a 1 2 3 4 5"], ["0 3", "a 1 2 3"], ["-2 3", "a 1 2 3", "b 1 2 3"]]
+)
+def test_header_with_non_positive_numbers_is_an_error(tmp_path, lines):
+    p = lines_file(tmp_path, lines)
+    with pytest.raises(KxError, match=r"bad.txt:1: invalid header .*must be positive"):
+        load_vectors(p, cache=False)
+
+
+def test_numpy_files_are_a_clear_error(tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((3, 4), np.float32))
+    npy = buf.getvalue()
+    buf = io.BytesIO()
+    np.savez(buf, vectors=np.zeros((3, 4), np.float32))
+    npz = buf.getvalue()
+    cases = [("plain", npy, None), ("zipped", npz, None), ("npy.gz", npy, "gz")]
+    for name, data, compress in cases + [("npz.gz", npz, "gz")]:
+        p = write(tmp_path / name, data, compress)
+        with pytest.raises(KxError, match=r"NumPy .* word2vec text or binary, GloVe") as e:
+            load_vectors(p, cache=False)
+        assert e.value.message.startswith(p + ": ")
+
+
 def test_convert_to_a_compressed_name_is_an_error(tmp_path):
     words, m = sample()
     p = write(tmp_path / "v.txt", text_bytes(words, m))
