@@ -19,7 +19,10 @@ files (arrays without a vocabulary) are a clear error.
 
 A malformed input is a :class:`~kxtool.errors.KxError` naming the file and line (``record`` for
 binary files): wrong number of values, a value that is not a finite number, a duplicate word, a
-blank line in the middle, a truncated file, a word count that disagrees with the header.
+blank line in the middle, a truncated file, a word count that disagrees with the header. Words
+that are not valid UTF-8 are kept with their invalid bytes replaced by U+FFFD, and a warning
+(:class:`~kxtool.errors.KxWarning`) gives their number and the first line; it is given again
+when the vectors come from the cache.
 
 Text is parsed a block at a time: the words are split off each line, the numeric part of the whole
 block is converted by numpy in one call, and the per-line field counts are checked with array
@@ -845,13 +848,27 @@ def _parse(
             _parse_binary(first, it, name, count, dim, limit, coll)
         else:
             _parse_text(first, it, name, count, dim, limit, coll, _workers(p, workers))
-        return coll.finish(name, fmt)
+        vec = coll.finish(name, fmt)
+        _warn_invalid_utf8(name, coll.invalid_note())
+        return vec
     except BaseException:
         coll.abort()
         raise
     finally:
         with contextlib.suppress(Exception):
             blocks.close()
+
+
+def _warn_invalid_utf8(name: str, note: Any) -> None:
+    """The warning for words that were not valid UTF-8 (given when parsed and when cached)."""
+    if not isinstance(note, dict) or not isinstance(note.get("words"), int) or note["words"] < 1:
+        return
+    n, first = note["words"], str(note.get("first", ""))
+    where = f" (the first {'on' if first.startswith('line') else 'in'} {first})" if first else ""
+    kxwarn(
+        f"{name}: {n} {'word is' if n == 1 else 'words are'} not valid UTF-8{where}; their"
+        " invalid bytes were replaced by U+FFFD"
+    )
 
 
 def _parse_text(
@@ -903,7 +920,7 @@ def _parse_text(
             if trailing is not None and blank_at is None:
                 blank_at = lines_before + trailing + 1
             if len(values):
-                coll.add(_decode_words(words_blob), values)
+                coll.add(*_decode_words(words_blob), values)
     finally:
         results.close()
 
@@ -1282,16 +1299,29 @@ def _locate_non_number(rests: list[bytes]) -> None:
                 raise _Bad(i, f"{t.decode('utf-8', 'replace')!r} is not a number")
 
 
-def _decode_words(words: list[bytes] | bytes) -> list[str]:
-    """Words given as a list or joined by newlines, decoded as UTF-8 (invalid bytes replaced)."""
+def _decode_words(words: list[bytes] | bytes) -> tuple[list[str], list[int]]:
+    """Words given as a list or joined by newlines, decoded as UTF-8 (invalid bytes replaced
+    by U+FFFD), and the indices of the words that were not valid UTF-8."""
     if not isinstance(words, bytes):
         if any(b"\n" in w for w in words):  # possible in binary files only
-            return [w.decode("utf-8", "replace") for w in words]
+            return _decode_each(words)
         words = b"\n".join(words)
     try:
-        return words.decode("utf-8").split("\n")
+        return words.decode("utf-8").split("\n"), []
     except UnicodeDecodeError:
-        return [w.decode("utf-8", "replace") for w in words.split(b"\n")]
+        return _decode_each(words.split(b"\n"))
+
+
+def _decode_each(words: list[bytes]) -> tuple[list[str], list[int]]:
+    out: list[str] = []
+    bad: list[int] = []
+    for i, w in enumerate(words):
+        try:
+            out.append(w.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(w.decode("utf-8", "replace"))
+            bad.append(i)
+    return out, bad
 
 
 def _parse_binary(
@@ -1320,7 +1350,7 @@ def _parse_binary(
         if not finite.all():
             i = int(np.flatnonzero(~finite.all(axis=1))[0])
             raise KxError(f"{name}: record {row0 + i + 1}: a value is not a finite number")
-        coll.add(_decode_words(words_b), m)
+        coll.add(*_decode_words(words_b), m)
         words_b.clear()
         vecs.clear()
 
@@ -1395,6 +1425,8 @@ class _Collector:
         self.prealloc: np.ndarray | None = None
         self.name = "<vectors>"
         self.position = lambda row: f"line {row + 1}"
+        self.invalid_utf8 = 0  # words that were not valid UTF-8 (replaced), and the first one
+        self.first_invalid = ""
         if target is not None:
             for path in target.paths:
                 try:
@@ -1408,9 +1440,14 @@ class _Collector:
             with contextlib.suppress(MemoryError, ValueError):
                 self.prealloc = np.empty((expected, dim), dtype=np.float32)
 
-    def add(self, words: list[str], m: np.ndarray) -> None:
+    def add(self, words: list[str], invalid: list[int], m: np.ndarray) -> None:
+        """Append rows; ``invalid`` are the indices of ``words`` that were not valid UTF-8."""
         k = len(words)
         row0 = self.rows
+        if invalid:
+            if not self.invalid_utf8:
+                self.first_invalid = self.position(row0 + invalid[0])
+            self.invalid_utf8 += len(invalid)
         self.words.extend(words)
         self.index.update(zip(words, range(row0, row0 + k), strict=True))
         if len(self.index) != row0 + k:
@@ -1465,6 +1502,11 @@ class _Collector:
             self.sink.abort()
             self.sink = None
 
+    def invalid_note(self) -> dict[str, Any] | None:
+        if not self.invalid_utf8:
+            return None
+        return {"words": self.invalid_utf8, "first": self.first_invalid}
+
     def finish(self, name: str, fmt: str) -> Vectors:
         words = self.words
         if self.sink is not None:
@@ -1473,6 +1515,7 @@ class _Collector:
             meta = {
                 "source": None if target.ident is None else {**target.ident, "format": fmt},
                 "limit": target.limit,
+                "invalid_utf8": self.invalid_note(),
             }
             try:
                 _check_words_storable(words, self.sink.final)
@@ -1965,6 +2008,7 @@ def _try_cache(
         _damaged(candidate, name, why)
         return None
     vec.format = header["source"].get("format") or "kxtool"
+    _warn_invalid_utf8(name, header.get("invalid_utf8"))
     return vec
 
 

@@ -541,7 +541,8 @@ def test_binary_word_with_newline_inside(tmp_path):
 def test_invalid_utf8_words_are_replaced(tmp_path):
     p = tmp_path / "latin1.txt"
     p.write_bytes(b"caf\xe9 1 2\nthe 3 4\n")
-    v = load_vectors(p, cache=False)
+    with pytest.warns(KxWarning, match="1 word is not valid UTF-8"):
+        v = load_vectors(p, cache=False)
     assert v.words == ["caf\ufffd", "the"]
 
 
@@ -766,6 +767,21 @@ def test_cache_without_checksums_is_stale_and_rebuilt(tmp_path, _cache_dir, monk
     out = save_cache(Vectors(words, m), tmp_path / "old.kxv")
     rewrite_header(out, lambda h: h.pop("checksums"))
     same(load_vectors(out), words, m)
+
+
+def test_invalid_utf8_words_are_counted_in_a_warning(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"the 1 2\ncaf\xe9 3 4\nok 0 0\nna\xefve 5 6\n")
+    for _ in range(2):  # parsed, then from the cache
+        with pytest.warns(
+            KxWarning, match=r"latin1.txt: 2 words are not valid UTF-8 \(the first on line 2\)"
+        ):
+            v = load_vectors(p)
+        assert v.words == ["the", "caf\ufffd", "ok", "na\ufffdve"]
+    m = np.zeros((3, 2), np.float32)
+    b = write(tmp_path / "latin1.bin", binary_bytes(["a", "b", "c"], m).replace(b"b", b"\xff"))
+    with pytest.warns(KxWarning, match=r"1 word is not valid UTF-8 \(the first in record 2\)"):
+        assert load_vectors(b, cache=False).words == ["a", "\ufffd", "c"]
 
 
 def test_utf8_bom_is_skipped(tmp_path):
