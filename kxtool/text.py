@@ -189,19 +189,37 @@ class Tokenizer:
         return self.lang == "zh" or (self.lang == "auto" and has_cjk(text))
 
     def __call__(self, text: str) -> list[str]:
-        text = text.translate(_APOSTROPHES)
-        if self.uses_jieba(text):
-            raw = [t.strip() for t in _jieba()(text)]
-            raw = [t for t in raw if t and _CONTENT_RE.search(t)]
-        else:
-            raw = _WORD_RE.findall(text)
-            if "'" in text:
-                raw = _split_clitics(raw)
+        raw = self._words(text)
         stop = self.stopwords
         if self.lowercase:
             out = [t.lower() for t in raw]
             return [t for t in out if t not in stop] if stop else out
         return [t for t in raw if t.lower() not in stop] if stop else raw
+
+    def split(self, text: str) -> tuple[list[str], list[str]]:
+        """The tokens of ``text`` (what calling the tokenizer gives) and the stopwords that were
+        dropped from it, both in text order: a text whose tokens are ``[]`` had only stopwords
+        when the second list is not empty, and no words at all when it is."""
+        raw = self._words(text)
+        if self.lowercase:
+            raw = [t.lower() for t in raw]
+        stop = self.stopwords
+        kept: list[str] = []
+        dropped: list[str] = []
+        for t in raw:
+            (dropped if stop and t.lower() in stop else kept).append(t)
+        return kept, dropped
+
+    def _words(self, text: str) -> list[str]:
+        """The words of ``text`` before case folding and stopword removal."""
+        text = text.translate(_APOSTROPHES)
+        if self.uses_jieba(text):
+            raw = [t.strip() for t in _jieba()(text)]
+            return [t for t in raw if t and _CONTENT_RE.search(t)]
+        raw = _WORD_RE.findall(text)
+        if "'" in text:
+            raw = _split_clitics(raw)
+        return raw
 
 
 def tokenize(text: str, **kw: Any) -> list[str]:

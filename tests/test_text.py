@@ -97,3 +97,45 @@ def test_tokenize_convenience():
     assert tokenize("The Cat", lowercase=False) == ["Cat"]
     assert tokenize("The Cat") == ["cat"]
     assert tokenize("the cat", stopwords=["cat"]) == ["the"]
+
+
+def test_split_tells_stopwords_from_no_words():
+    tok = Tokenizer()
+    assert tok.split("The cat and the hat") == (["cat", "hat"], ["the", "and", "the"])
+    assert tok.split("The of AND") == ([], ["the", "of", "and"])
+    assert tok.split(" ... !!! ") == ([], [])
+    assert Tokenizer(lowercase=False).split("The Cat") == (["Cat"], ["The"])
+    assert Tokenizer(stopwords="none").split("the cat") == (["the", "cat"], [])
+    for text in ("The cat and the hat", "I don't like it", "这个不好"):
+        assert tok.split(text)[0] == tok(text)
+
+
+def _wmd_cli(*args, input=None):
+    from typer.testing import CliRunner
+
+    from kxtool.cli import app
+
+    return CliRunner().invoke(app, ["wmd", *args], input=input)
+
+
+def test_wmd_says_a_text_has_only_stopwords(tmp_path, monkeypatch):
+    monkeypatch.delenv("KXTOOL_VECTORS", raising=False)
+    r = _wmd_cli("-t", "the of and", "cat dog")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "nan\n"
+    assert r.stderr == (
+        "kxtool: warning: 1 of 2 texts has only stopwords: the score is nan\n"
+    )
+    r = _wmd_cli("-t", "... !!!", "cat dog")
+    assert "1 of 2 texts has no words: the score is nan" in r.stderr
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("cat dog\nthe of and\nqwzxqwzx\nmouse\n")
+    b.write_text("dog\ncat\ncat\n!!!\n")
+    for extra in ([], ["--jobs", "2"], ["--cross"], ["--top", "1"]):
+        r = _wmd_cli(str(a), str(b), *extra)
+        assert r.exit_code == 0, r.output
+        assert "only stopwords" in r.stderr, (extra, r.stderr)
+        assert (
+            "of 8 texts, 1 has only stopwords, 1 has no words, 1 has no word found in the"
+            " vectors: " in r.stderr
+        ), (extra, r.stderr)

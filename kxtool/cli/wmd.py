@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import typer
@@ -70,9 +71,12 @@ def _read_all(path: str) -> list[str]:
     return list(_lines(path))
 
 
-def _lockstep(path_a: str, path_b: str, counter: list[int]) -> tuple[Iterator[str], Iterator[str]]:
+def _lockstep(
+    path_a: str, path_b: str, counter: list[int], pending: deque[tuple[str, str]]
+) -> tuple[Iterator[str], Iterator[str]]:
     """Two iterators over the lines of A and B that fail, naming the shorter file, when one
-    ends before the other. ``counter[0]`` counts the pairs handed out."""
+    ends before the other. ``counter[0]`` counts the pairs handed out, and each pair handed
+    out is appended to ``pending`` (the caller takes them off as their scores arrive)."""
     from ..errors import KxError
     from ..textio import display_name
 
@@ -95,6 +99,7 @@ def _lockstep(path_a: str, path_b: str, counter: list[int]) -> tuple[Iterator[st
                 )
             counter[0] += 1
             buf.append(y)
+            pending.append((x, y))
             yield x
 
     class _B:
@@ -138,13 +143,35 @@ def _validate(
         raise typer.BadParameter("must be greater than zero", param_hint="--reg")
 
 
-def _report(stats: Any, verbose: bool, consequence: str) -> None:
+def _empty_kinds(tokenizer: Any, texts: Iterable[str]) -> Counter[str]:
+    """How many of ``texts`` have no tokens because they have only stopwords, or no words."""
+    kinds: Counter[str] = Counter()
+    for t in texts:
+        kept, dropped = tokenizer.split(t)
+        if not kept:
+            kinds["only stopwords" if dropped else "no words"] += 1
+    return kinds
+
+
+def _report(
+    stats: Any, verbose: bool, consequence: str, empty: Callable[[], Counter[str]] | None = None
+) -> None:
+    """Warn about texts without a known word (``empty()`` counts those that have only
+    stopwords or no words, called only when there are any) and, with ``verbose``, report the
+    tokens and unknown words."""
     if stats.empty_texts:
         n = stats.empty_texts
-        warn(
-            f"{n} of {stats.texts} texts {'has' if n == 1 else 'have'} no word found in the"
-            f" vectors: {consequence}"
-        )
+        kinds = empty() if empty is not None else Counter()
+        parts = [(k, kinds[k]) for k in ("only stopwords", "no words") if kinds[k]]
+        unknown = n - sum(c for _, c in parts)
+        if unknown > 0:
+            parts.append(("no word found in the vectors", unknown))
+        if len(parts) == 1:
+            what, c = parts[0]
+            warn(f"{c} of {stats.texts} texts {_s(c, 'has', 'have')} {what}: {consequence}")
+        else:
+            listed = ", ".join(f"{c} {_s(c, 'has', 'have')} {what}" for what, c in parts)
+            warn(f"of {stats.texts} texts, {listed}: {consequence}")
     if not verbose:
         return
     share = 100.0 * stats.oov_tokens / stats.tokens if stats.tokens else 0.0
@@ -281,7 +308,7 @@ def wmd_command(
                 known = " ".join(t for t in ts if t in index) or "-"
                 unknown = " ".join(t for t in ts if t not in index) or "-"
                 err(f"kxtool: {name}: {known}  [unknown: {unknown}]")
-        _report(stats, False, "the score is nan")
+        _report(stats, False, "the score is nan", lambda: _empty_kinds(tokenizer, [a, b]))
         return
 
     # what the paired, cross and top-k engines all take
@@ -314,7 +341,12 @@ def wmd_command(
                 else:
                     out.write("".join(f"{i}\t{j + 1}\t{_fmt(value(d))}\n" for j, d in hits))
         out.flush()
-        _report(stats, verbose, f"{nan} {_s(nan, 'query has', 'queries have')} no neighbours")
+        _report(
+            stats,
+            verbose,
+            f"{nan} {_s(nan, 'query has', 'queries have')} no neighbours",
+            lambda: _empty_kinds(tokenizer, queries + (corpus or [])),
+        )
         return
 
     if cross:
@@ -339,12 +371,19 @@ def wmd_command(
                 else:
                     out.write("".join(f"{i}\t{j}\t{_fmt(x)}\n" for j, x in enumerate(vals, 1)))
         out.flush()
-        _report(stats, verbose, f"{nan} {_s(nan, 'score is', 'scores are')} nan")
+        _report(
+            stats,
+            verbose,
+            f"{nan} {_s(nan, 'score is', 'scores are')} nan",
+            lambda: _empty_kinds(tokenizer, texts_a + (texts_b or [])),
+        )
         return
 
     counter = [0]
-    ia, ib = _lockstep(a, b, counter)
+    pending: deque[tuple[str, str]] = deque()  # the pairs handed out and not yet scored
+    ia, ib = _lockstep(a, b, counter, pending)
     nan = 0
+    empty: Counter[str] = Counter()  # texts of nan pairs with only stopwords or no words
     with Bars(unit="pair") as bars:
         scores = wmd_pairs(
             ia,
@@ -355,11 +394,13 @@ def wmd_command(
         )
         for i, d in enumerate(scores, 1):
             x = value(d)
+            pair = pending.popleft()
             if x != x:
                 nan += 1
+                empty.update(_empty_kinds(tokenizer, pair))
             if as_json:
                 print_json({"line": i, key: x})
             else:
                 out.write(_fmt(x) + "\n")
     out.flush()
-    _report(stats, verbose, f"{nan} {_s(nan, 'score is', 'scores are')} nan")
+    _report(stats, verbose, f"{nan} {_s(nan, 'score is', 'scores are')} nan", lambda: empty)
