@@ -900,3 +900,15 @@ def test_cache_temporaries_are_partial_once_their_owner_is_gone(tmp_path, _cache
     removed = V.clean_cache(everything=True)
     assert {e.status for e in removed} == {"partial", "current"}
     assert os.listdir(d) == [alive.name]
+
+
+def test_text_with_non_ascii_words_and_a_bad_line_is_still_text(tmp_path, monkeypatch):
+    # read as binary records, such text passes all but the size check (file bigger than head)
+    monkeypatch.setattr(V, "_DETECT_BYTES", 4000)
+    words, m = sample(n=200, dim=50)
+    rows = zip(words, m, strict=True)
+    lines = ["200 50"] + [f"日本{w} " + " ".join(f"{x:.3f}" for x in r) for w, r in rows]
+    lines[5] += " 9"
+    p = lines_file(tmp_path, lines)
+    with pytest.raises(KxError, match=r"bad.txt:6: expected 50 numbers after the word, found 51"):
+        load_vectors(p, cache=False)
