@@ -808,3 +808,64 @@ def test_stdin_from_a_file_is_named_stdin_in_errors(tmp_path, monkeypatch):
         with pytest.raises(KxError, match=r"line 3001 of '<stdin>' .*--memory"):
             shuffle_files(["-"], str(tmp_path / "out.txt"), memory="8K", seed=1, jobs=2)
     assert sorted(os.listdir(tmp_path)) == ["big.txt"]
+
+
+# ---- compressed parts read by the workers themselves -----------------------------------
+
+
+def _parts(tmp_path, n_lines=120_000, n_parts=5):
+    rng = np.random.default_rng(11)
+    lines = [b"%07d %s\n" % (i, b"y" * int(rng.integers(0, 90))) for i in range(n_lines)]
+    per = n_lines // n_parts
+    paths = []
+    for j in range(n_parts):
+        part = b"".join(lines[j * per : (j + 1) * per])
+        if j == n_parts - 1:
+            part = part[:-1]  # the last part lacks its final newline
+        kind = ["gz", "bz2", "txt", "xz", "gz"][j % 5]
+        p = tmp_path / f"part-{j}.{kind}"
+        p.write_bytes(
+            {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}.get(kind, bytes)(part)
+        )
+        paths.append(str(p))
+    whole = tmp_path / "whole.txt"
+    whole.write_bytes(b"".join(lines[: per * n_parts]))
+    return paths, str(whole)
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+@pytest.mark.parametrize("memory", ["1M", "3M"])
+@pytest.mark.parametrize("header", [0, 2])
+def test_parts_read_by_the_workers_give_the_same_output(tmp_path, monkeypatch, jobs, memory,
+                                                        header):
+    from kxtool.shuffle import workers
+
+    used = []
+    original = workers._Pool.pass1_parts
+
+    def spy(self, *a, **kw):
+        used.append(True)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(workers._Pool, "pass1_parts", spy)
+    paths, whole = _parts(tmp_path)
+    a = shuffle_files(paths, tmp_path / "a.txt", memory=memory, jobs=jobs, seed=21, header=header)
+    assert used, "the parts route was not taken"
+    b = shuffle_files(whole, tmp_path / "b.txt", memory="64M", jobs=1, seed=21, header=header)
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+    assert a.records == b.records and a.header == header
+    assert os.listdir(tmp_path).count("a.txt") == 1
+
+
+def test_a_corrupt_part_read_by_a_worker_is_a_named_error(tmp_path):
+    paths, _ = _parts(tmp_path)
+    bad = bytearray(open(paths[0], "rb").read())
+    for i in range(len(bad) // 2, len(bad) // 2 + 32):
+        bad[i] ^= 0x5A
+    open(paths[0], "wb").write(bytes(bad))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with pytest.raises(KxError, match=f"cannot read '{paths[0]}': corrupt gzip data"):
+        shuffle_files(paths, tmp_path / "out.txt", memory="1M", jobs=2, seed=1, tmp_dir=tmp)
+    assert os.listdir(tmp) == []
+    assert not (tmp_path / "out.txt").exists()

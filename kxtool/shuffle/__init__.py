@@ -54,6 +54,7 @@ from ..textio import (
     STDIO,
     AtomicOutputs,
     check_readable,
+    compression_of,
     format_size,
     input_size,
     parse_size,
@@ -274,6 +275,22 @@ def _shuffle_paths(
                 runs, pool, outs, output, shards, ranges.header, sep, progress, budget, seed
             )
 
+        if ranges is None and _by_parts(paths, jobs, planning_total, in_memory_limit):
+            # several files, some compressed, too big for memory: the workers read (and
+            # decompress) whole files themselves, in parallel
+            directory = tmp_ctx.enter_context(temp_dir(tmp_base))
+            bits = (
+                _pile_bits
+                if _pile_bits is not None
+                else _pile_bits_for(planning_total, plan._PER_BYTE_GUESS, unit, budget, jobs)
+            )
+            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
+            tmp_ctx.callback(pool.stop)
+            runs, head = pool.pass1_parts(paths, header, progress)
+            return _finish_on_disk(
+                runs, pool, outs, output, shards, head, sep, progress, budget, seed
+            )
+
         # read until the input ends or clearly will not fit in memory
         chunks = reader.chunks()
         held: list[_Chunk] = []
@@ -349,6 +366,18 @@ def _shuffle_paths(
             budget,
             seed,
         )
+
+
+def _by_parts(paths: list[str], jobs: int, planning_total: int | None, in_memory: int) -> bool:
+    """Whether workers should read whole input files themselves: several regular files, at
+    least one of them compressed (plain ones alone are cut into byte ranges), that will not
+    fit in memory. A single compressed file is decompressed by one process (its stream
+    cannot be split)."""
+    if jobs < 2 or len(paths) < 2 or planning_total is None or planning_total <= in_memory:
+        return False
+    if any(p == STDIO or not os.path.isfile(p) for p in paths):
+        return False
+    return any(compression_of(p) is not None for p in paths)
 
 
 def _finish_on_disk(

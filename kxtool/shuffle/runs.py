@@ -159,6 +159,31 @@ class _Runs:
         # uint32 unless a pile of this run holds 4 GiB or more (a giant record, a huge budget)
         self._sizes.append(sizes.astype(np.uint32 if sizes.max() < 1 << 32 else np.uint64))
 
+    def park(self, data: np.ndarray) -> tuple[int, int]:
+        """Append raw bytes that must wait (records whose keys are not known yet) to this
+        process's file; returns where they are, for :meth:`unpark`. They are not a run."""
+        base = self.end
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            preallocate(self.fd, len(data), self.path, base)
+            _pwrite_all(self.fd, data, base)
+        except OSError as e:
+            raise os_error(e, self.path, "cannot write temporary file") from None
+        self.end = base + len(data)
+        return base, len(data)
+
+    def unpark(self, offset: int, nbytes: int) -> np.ndarray:
+        """The bytes :meth:`park` put at ``offset``."""
+        buf = np.empty(nbytes, dtype=np.uint8)
+        assert self.fd is not None
+        try:
+            if _pread_into(self.fd, buf, offset) != nbytes:
+                raise KxError(f"internal error: parked data in {self.path!r} is short")
+        except OSError as e:
+            raise os_error(e, self.path, "cannot read temporary file") from None
+        return buf
+
     def adopt(self, other: _Runs) -> None:
         """Add the runs of ``other`` (same piles), written by another process."""
         assert other.piles == self.piles and other.shift == self.shift

@@ -20,7 +20,7 @@ from . import plan
 from .keys import record_keys
 from .output import _drain, _drain_pile, _OffsetSink, _PipeSink, _Writer
 from .plan import _check_space
-from .reading import _check_record_lengths, _Chunk, _RangePlan, _read_range
+from .reading import _check_record_lengths, _Chunk, _RangePlan, _read_range, _Reader
 from .runs import _Runs, _Spiller
 
 
@@ -166,6 +166,70 @@ class _Pool:
                         progress("reading", done_bytes, total)
         return self._collect_runs()
 
+    def pass1_parts(
+        self, paths: Sequence[str], header: int, progress: Progress | None
+    ) -> tuple[_Runs, list[bytes]]:
+        """Hand each input file (a *part*, typically compressed) to whichever worker is free:
+        workers decompress and read whole parts themselves, in parallel. A part's first
+        record index is known once every part before it is read to its end; a worker that
+        is ahead keeps what it reads meanwhile (in memory up to its share, then parked in its
+        temporary file) and keys it when its index arrives. Returns the runs and the header
+        lines taken from the first part."""
+        free = list(range(len(self.workers)))
+        holder: dict[int, int] = {}  # part index -> worker reading it
+        known = {0: 0}  # part index -> index of its first record (contiguous from part 0)
+        frontier = 0  # the last part whose first index is known
+        counts: dict[int, int] = {}  # part index -> records, once read to its end
+        sent: set[int] = set()  # parts whose worker has its first index
+        head: list[bytes] = []
+        sizes = [os.path.getsize(p) for p in paths]
+        done_bytes, total = 0, sum(sizes)
+        todo = iter(enumerate(paths))
+        more = True
+
+        def send(w: int, msg: tuple) -> None:
+            try:
+                self.workers[w][1].send(msg)
+            except OSError:
+                raise self._failed(w) from None
+
+        while more or holder:
+            while more and free:
+                item = next(todo, None)
+                if item is None:
+                    more = False
+                    break
+                j, path = item
+                w = free.pop(0)
+                holder[j] = w
+                send(w, ("part", j, path, header if j == 0 else 0, known.get(j)))
+                if j in known:
+                    sent.add(j)
+            if not holder:
+                break
+            for w in self._wait():
+                msg = self._recv(w)
+                if msg[0] == "parted":  # a part read to its end: the next one's index follows
+                    _, j, n, lines = msg
+                    if j == 0:
+                        head = lines
+                    counts[j] = n
+                    while frontier in counts:
+                        known[frontier + 1] = known[frontier] + counts[frontier]
+                        frontier += 1
+                    for part, hw in holder.items():
+                        if part in known and part not in sent:
+                            send(hw, ("start", known[part]))
+                            sent.add(part)
+                elif msg[0] == "ready":
+                    j = msg[1]
+                    holder.pop(j)
+                    done_bytes += sizes[j]
+                    free.append(w)
+                    if progress is not None:
+                        progress("reading", done_bytes, total)
+        return self._collect_runs(), head
+
     def _collect_runs(self) -> _Runs:
         merged = _Runs(self.directory, self.sep, 0, self.bits, "merged")
         for w in range(len(self.workers)):
@@ -293,6 +357,12 @@ def _worker(
                 spiller.add(data, record_keys(seed, start, len(ends)), ends)
                 del data, ends
                 conn.send(("ready", index))
+            elif kind == "part":
+                _, index, path, header, first = msg
+                n, lines = _read_part(
+                    conn, path, header, first, seed, sep, unit, max_record, spiller, runs, index
+                )
+                conn.send(("ready", index))
             elif kind == "end":
                 spiller.flush()
                 runs.close()
@@ -343,3 +413,65 @@ def _drain_to_file(
             conn.send(("pile", int(sizes[p])))
     finally:
         out.close()
+
+
+def _read_part(
+    conn: Connection,
+    path: str,
+    header: int,
+    first: int | None,
+    seed: int,
+    sep: bytes,
+    unit: int,
+    max_record: int,
+    spiller: _Spiller,
+    runs: _Runs,
+    index: int,
+) -> tuple[int, list[bytes]]:
+    """Pass 1 over a whole input file in a worker: read (decompress) it, key its records
+    from ``first`` on and spill them. While ``first`` is unknown (parts before this one are
+    still being read), chunks wait: in memory up to ``unit`` bytes, the rest parked in the
+    run file; the main process sends ``("start", first)`` once it is known, which is looked
+    for between chunks. Sends ``("parted", index, records, header lines)`` when the file has
+    been read to its end, and returns the same."""
+    reader = _Reader([path], sep, header, unit // 2, max_record, None, None)
+    waiting: list[tuple[int, np.ndarray | tuple[int, int], int]] = []  # (local, data, count)
+    held = 0
+    local = 0  # records of this part before the current chunk
+
+    def take_start() -> None:
+        nonlocal first
+        if first is None and conn.poll():
+            reply = conn.recv()
+            if reply[0] != "start":
+                raise KxError("internal error: a worker expected the index of its first record")
+            first = reply[1]
+
+    def key_waiting() -> None:
+        for at, data, count in waiting:
+            if isinstance(data, tuple):  # parked in the run file
+                data = runs.unpark(*data)
+            spiller.add(data, record_keys(seed, first + at, count))
+        waiting.clear()
+
+    for chunk in reader.chunks():
+        take_start()
+        if first is not None:
+            if waiting:
+                key_waiting()
+                held = 0
+            spiller.add(chunk.data, record_keys(seed, first + local, chunk.count))
+        elif held + chunk.nbytes <= unit:
+            waiting.append((local, chunk.data, chunk.count))
+            held += chunk.nbytes
+        else:
+            waiting.append((local, runs.park(chunk.data), chunk.count))
+        local += chunk.count
+    conn.send(("parted", index, local, reader.header))
+    if first is None:
+        reply = conn.recv()
+        if reply[0] != "start":
+            raise KxError("internal error: a worker expected the index of its first record")
+        first = reply[1]
+    key_waiting()
+    return local, reader.header
