@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import typer
 
@@ -30,7 +29,7 @@ Examples:
 
 @command("shuffle", help=HELP, no_args_is_help=False)
 def shuffle(
-    inputs: list[Path] = typer.Argument(
+    inputs: list[str] = typer.Argument(
         None,
         help="Input files ('-' or none: stdin); .gz/.bz2/.xz/.zst are read transparently.",
         show_default=False,
@@ -63,7 +62,7 @@ def shuffle(
         min=0,
         max=2**64 - 1,
     ),
-    tmp_dir: Path | None = typer.Option(
+    tmp_dir: str | None = typer.Option(
         None,
         "--tmp-dir",
         "-T",
@@ -113,7 +112,7 @@ def shuffle(
     started = time.perf_counter()
     with Bars() as bars:
         result = shuffle_files(
-            [str(p) for p in inputs] if inputs else ["-"],
+            list(inputs) if inputs else ["-"],
             output,
             memory=budget,
             seed=seed,
