@@ -12,8 +12,10 @@ solved exactly by :func:`kxtool.transport.emd` (kxtool's compiled network simple
 - **WCD**: the distance between the documents' weighted centroids, a lower bound of WMD.
 - **RWMD**: the relaxed WMD, which drops one of the two marginal constraints and takes the
   larger of the two relaxations, a tighter lower bound of WMD (Kusner et al.).
-- **Sinkhorn**: the entropic-regularised transport cost ``<T, M>`` of the WMD problem, solved
-  in the log domain so that a small ``reg`` does not underflow.
+- **Sinkhorn**: the transport cost ``<T, M>`` of the entropic-regularised plan of the WMD
+  problem (:func:`kxtool.transport.sinkhorn`: log domain, epsilon scaling, run until the plan's
+  marginals are within 1e-10 of the texts' masses, then rounded onto the feasible plans). It is
+  the cost of a feasible plan, so never below WMD, and it decreases to WMD as ``reg`` shrinks.
 
 A text with no known word has no distance: every function returns ``nan`` for it.
 
@@ -531,8 +533,12 @@ def sinkhorn(
     reg: float = DEFAULT_REG,
     tokenizer: Tokenizer | None = None,
 ) -> float:
-    """Entropic-regularised WMD (log-domain Sinkhorn): the transport cost of the regularised
-    plan, which approaches WMD from above as ``reg`` shrinks."""
+    """Entropic-regularised WMD: the transport cost ``<T, M>`` of the entropic-regularised
+    plan ``T`` (the plan minimising ``<T, M> - reg * H(T)``), rounded onto the plans with
+    exactly the texts' masses (see :func:`kxtool.transport.sinkhorn`). Never below WMD; it
+    decreases to WMD as ``reg`` shrinks (within ``reg * log(n1 * n2)`` of it). A solve that
+    stops at the iteration limit issues a :class:`~kxtool.errors.KxWarning` with the marginal
+    error it reached."""
     return text_distance(a, b, vectors, metric="sinkhorn", tokenizer=tokenizer, reg=reg)
 
 
