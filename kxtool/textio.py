@@ -471,7 +471,6 @@ class _Output:
     target: str  # the path finally written (symlinks resolved)
     name: str  # the path as the user gave it (for messages)
     replaces: bool  # an existing regular file is replaced
-    in_place: bool  # ... and it has other hard links: its own inode is rewritten
 
 
 class AtomicOutputs:
@@ -533,15 +532,6 @@ class AtomicOutputs:
         except OSError as e:
             raise os_error(e, p, "cannot write") from None
         try:
-            if st is not None:
-                os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                    with contextlib.suppress(OSError):
-                        os.fchown(fd, st.st_uid, st.st_gid)
-                    with contextlib.suppress(OSError):  # chown may clear set-id bits
-                        os.fchmod(fd, stat.S_IMODE(st.st_mode))
-            else:
-                os.fchmod(fd, 0o666 & ~_umask())
             if size and kind is None:
                 preallocate(fd, size, p)
             f = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -550,9 +540,7 @@ class AtomicOutputs:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        out = _Output(
-            f, _compressor(f, kind), tmp, target, p, st is not None, bool(st and st.st_nlink > 1)
-        )
+        out = _Output(f, _compressor(f, kind), tmp, target, p, st is not None)
         self._open.append(out)
         return _Reporting(out.comp or f, p)  # type: ignore[return-value]
 
@@ -585,7 +573,7 @@ class AtomicOutputs:
             f = os.fdopen(fd, "wb", buffering=1 << 20)
         except OSError as e:
             raise os_error(e, p, "cannot write") from None
-        out = _Output(f, _compressor(f, kind), None, p, p, False, False)
+        out = _Output(f, _compressor(f, kind), None, p, p, False)
         self._open.append(out)
         return _Reporting(out.comp or f, p)  # type: ignore[return-value]
 
@@ -621,13 +609,8 @@ class AtomicOutputs:
             except OSError as e:
                 raise os_error(e, out.name, "cannot write") from None
         for out in self._open:
-            if out.tmp is None:
-                continue
-            if out.in_place:
-                _copy_into(out.tmp, out.target, out.name)
-                os.unlink(out.tmp)
-            else:
-                os.replace(out.tmp, out.target)
+            if out.tmp is not None:
+                place_file(out.tmp, out.target, out.name)
         self._open.clear()
         self._made_dirs.clear()
 
@@ -660,6 +643,20 @@ class AtomicOutputs:
                 raise
         else:
             self.discard()
+
+
+def written_through(path: str | os.PathLike[str]) -> bool:
+    """Whether an output named ``path`` is written through rather than replaced: ``-``, an
+    existing device, FIFO or socket (after symbolic links), or a descriptor's name such as
+    ``/dev/stdout`` (see :class:`AtomicOutputs`)."""
+    p = os.fspath(path)
+    if p == STDIO:
+        return True
+    try:
+        st = os.stat(p)
+    except OSError:
+        return False
+    return not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode) or _is_descriptor_link(p)
 
 
 _FD_LINK = re.compile(r"^/(?:proc/(?:self|thread-self|\d+)/fd|dev/fd)/\d+$")
@@ -704,6 +701,37 @@ def _compressor(f: BinaryIO, kind: str | None) -> BinaryIO | None:
         cctx = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True)
         return cctx.stream_writer(f, closefd=False)  # type: ignore[return-value]
     return None
+
+
+def place_file(tmp: str, target: str, name: str) -> None:
+    """Put the complete temporary file ``tmp`` (beside ``target``) in place of ``target``, a
+    regular file or a name that does not exist yet (symlinks already resolved): a replaced
+    file's permission bits and, where this process may set them, its owner and group are
+    kept; a file with several hard links is rewritten in place so that every link sees the
+    result; otherwise ``tmp`` is renamed over ``target`` (atomic)."""
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise os_error(e, name, "cannot write") from None
+    try:
+        if st is None:
+            os.chmod(tmp, 0o666 & ~_umask())
+        else:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(OSError):
+                    os.chown(tmp, st.st_uid, st.st_gid)
+                with contextlib.suppress(OSError):  # chown may clear set-id bits
+                    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        if st is not None and st.st_nlink > 1:
+            _copy_into(tmp, target, name)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
+    except OSError as e:
+        raise os_error(e, name, "cannot write") from None
 
 
 def _copy_into(src: str, target: str, name: str) -> None:

@@ -104,7 +104,16 @@ import numpy as np
 from . import tempfiles
 from .errors import KxError, kxwarn
 from .progress import Progress
-from .textio import display_name, input_size, os_error, read_blocks
+from .textio import (
+    atomic_output,
+    display_name,
+    input_size,
+    os_error,
+    place_file,
+    read_blocks,
+    temp_dir,
+    written_through,
+)
 
 MAGIC = b"KXVECS\x00\x01"
 CACHE_VERSION = 1
@@ -273,7 +282,14 @@ def save_cache(
     """Write ``vectors`` to ``path`` in kxtool's cache format, atomically. Returns the path."""
     p = os.fspath(path)
     _check_output(p)
-    target = os.path.abspath(p)
+    if written_through(p):
+        with temp_dir() as tmp:
+            staged = save_cache(vectors, os.path.join(tmp, "staged" + CACHE_SUFFIX))
+            with open(staged, "rb") as fin, atomic_output(p) as fout:
+                while block := fin.read(1 << 20):
+                    fout.write(block)
+        return p
+    target = os.path.realpath(p)
     _check_words_storable(vectors.words, p)
     try:
         sink = _FileSink(target, vectors.dim, durable=True)
@@ -321,6 +337,17 @@ def convert_vectors(
     limit = _check_limit(limit)
     s, d = os.fspath(src), os.fspath(dst)
     _check_output(d)
+    if written_through(d):
+        # a device or FIFO: the file is made in a temporary directory, then copied into it
+        # (the format is written out of order); the vectors stay mapped from the copy made
+        with temp_dir() as tmp:
+            staged = os.path.join(tmp, "staged" + CACHE_SUFFIX)
+            vec = convert_vectors(s, staged, limit=limit, progress=progress, workers=workers)
+            with open(staged, "rb") as fin, atomic_output(d) as fout:
+                while block := fin.read(1 << 20):
+                    fout.write(block)
+            return vec
+    d = os.path.realpath(d)  # a symbolic link is followed: what it points to is replaced
     if s != "-":
         _check_input(s)
         if os.path.exists(d) and os.path.samefile(s, d):
@@ -329,9 +356,8 @@ def convert_vectors(
             vec = read_cache(s, limit=limit)
             save_cache(vec, d, progress=progress)
             return read_cache(d)
-    target = os.path.abspath(d)
     ident = _source_identity(s) if s != "-" else None
-    target_spec = _CacheTarget([target], ident, limit, durable=True, strict=True)
+    target_spec = _CacheTarget([d], ident, limit, durable=True, strict=True)
     return _parse(s, limit, target_spec, progress, workers)
 
 
@@ -348,7 +374,9 @@ def _check_output(p: str) -> None:
             f"cannot write {p!r}: the kxtool vectors format cannot be compressed (it is"
             f" memory-mapped when read); name the output without {ext}, e.g. {_kxv_name(p, ext)}"
         )
-    target = os.path.abspath(p)
+    if written_through(p):
+        return
+    target = os.path.realpath(p)
     if os.path.isdir(target):
         raise KxError(f"cannot write {p!r}: it is a directory")
     if not os.path.isdir(os.path.dirname(target)):
@@ -1616,10 +1644,10 @@ class _FileSink:
         if self.durable:
             os.fsync(f.fileno())
         f.close()
-        if self.durable:
-            with contextlib.suppress(OSError):
-                os.chmod(self.tmp, 0o666 & ~_umask())
-        os.replace(self.tmp, self.final)
+        if self.durable:  # a user's output: keeps a replaced file's mode, owner and links
+            place_file(self.tmp, self.final, self.final)
+        else:
+            os.replace(self.tmp, self.final)
         return self.final
 
     def abort(self) -> None:
@@ -1627,12 +1655,6 @@ class _FileSink:
             self.f.close()
         with contextlib.suppress(OSError):
             os.unlink(self.tmp)
-
-
-def _umask() -> int:
-    u = os.umask(0)
-    os.umask(u)
-    return u
 
 
 class _ChunkCrcs:
@@ -1752,8 +1774,6 @@ def write_kxv(
         source=source,
         limit=None,
     )
-    from .textio import atomic_output
-
     with atomic_output(p) as f:
         f.write(_prefix(_DATA_OFFSET + len(data) + len(blob), len(header)))
         f.write(data)

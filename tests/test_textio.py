@@ -213,11 +213,15 @@ def _vectors_file(tmp_path):
     return p
 
 
+WRITERS = ["shuffle -o", "hubness --neighbors", "hubness sample -o", "vectors convert"]
+
+
 def _writers(tmp_path, src, target):
     vec = _vectors_file(tmp_path)
     return {
         "shuffle -o": ["shuffle", str(src), "-o", str(target)],
         "hubness --neighbors": ["hubness", str(vec), "-k", "3", "--neighbors", str(target)],
+        "vectors convert": ["vectors", "convert", str(vec), str(target)],
         "hubness sample -o": [
             "hubness", "sample", "--dim", "4", "--count", "5", "--min-occurrence", "1",
             "--batch-size", "50", "-o", str(target),
@@ -225,14 +229,14 @@ def _writers(tmp_path, src, target):
     }
 
 
-@pytest.mark.parametrize("writer", ["shuffle -o", "hubness --neighbors", "hubness sample -o"])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_every_writer_writes_through_a_device(tmp_path, src, null_device, writer):
     r = kx(*_writers(tmp_path, src, null_device)[writer])
     assert r.returncode == 0, r.stderr
     assert _is_chr(null_device)
 
 
-@pytest.mark.parametrize("writer", ["shuffle -o", "hubness --neighbors", "hubness sample -o"])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_every_writer_reports_a_full_device(tmp_path, src, full_device, writer):
     r = kx(*_writers(tmp_path, src, full_device)[writer])
     assert r.returncode == 1
@@ -241,7 +245,7 @@ def test_every_writer_reports_a_full_device(tmp_path, src, full_device, writer):
     assert _is_chr(full_device)
 
 
-@pytest.mark.parametrize("writer", ["shuffle -o", "hubness --neighbors", "hubness sample -o"])
+@pytest.mark.parametrize("writer", WRITERS)
 def test_every_writer_follows_a_symlink(tmp_path, src, writer):
     real = tmp_path / "real.npy"
     real.write_bytes(b"old\n")
@@ -450,3 +454,35 @@ def test_shuffle_of_zst_parts_equals_shuffle_of_the_plain_text(tmp_path):
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
     assert sorted(a.stdout.splitlines(keepends=True)) == sorted(lines)
+
+
+def test_vectors_convert_keeps_a_replaced_file_s_mode_and_hard_links(tmp_path):
+    vec = _vectors_file(tmp_path)
+    a, b = tmp_path / "a.kxv", tmp_path / "b.kxv"
+    a.write_bytes(b"old")
+    os.chmod(a, 0o640)
+    os.link(a, b)
+    r = kx("vectors", "convert", str(vec), str(a))
+    assert r.returncode == 0, r.stderr
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes()[:8] == b"KXVECS\x00\x01"
+    assert stat.S_IMODE(os.stat(a).st_mode) == 0o640 and os.stat(a).st_nlink == 2
+
+
+def test_vectors_convert_into_a_fifo_streams_the_whole_file(tmp_path):
+    vec = _vectors_file(tmp_path)
+    ref = tmp_path / "ref.kxv"
+    assert kx("vectors", "convert", str(vec), str(ref)).returncode == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+
+    def reader():
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    r = kx("vectors", "convert", str(vec), str(fifo))
+    t.join(30)
+    assert r.returncode == 0, r.stderr
+    assert got == [ref.read_bytes()]
