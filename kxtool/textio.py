@@ -92,9 +92,15 @@ def stdin_as_file() -> Iterator[str | None]:
         os.close(dup)
 
 
-def os_error(err: OSError, path: str | os.PathLike[str], action: str = "cannot open") -> KxError:
+def os_error(
+    err: OSError, path: str | os.PathLike[str], action: str = "cannot open"
+) -> KxError | BrokenPipeError:
     """Turn an ``OSError`` about ``path`` into a one-line :class:`KxError`. ``-`` is named
-    stdout when ``action`` is about writing, else ``<stdin>``."""
+    stdout when ``action`` is about writing, else ``<stdin>``. A closed pipe (the reader of
+    stdout or of a FIFO went away, as ``| head`` does) is no fault of the data: it stays a
+    ``BrokenPipeError``, which the CLI ends quietly."""
+    if err.errno == errno.EPIPE:
+        return err if isinstance(err, BrokenPipeError) else BrokenPipeError(*err.args)
     p = os.fspath(path)
     writing = "writ" in action
     if p == STDIO and writing:
@@ -506,6 +512,7 @@ class AtomicOutputs:
         """A file writing (eventually) to ``path``; ``size``, when known, reserves the space of
         a temporary file at once (a full disk is then an error before anything is written)."""
         p = os.fspath(path)
+        check_output(p, self._make_dirs)
         if p == STDIO:
             if self._stdout is None:
                 self._stdout = _KeepOpen(sys.stdout.buffer)  # type: ignore[assignment]
@@ -517,8 +524,6 @@ class AtomicOutputs:
         except OSError as e:
             raise os_error(e, p, "cannot write") from None
         kind = compression_for_name(p)
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            raise KxError(f"cannot write {p!r}: it is a directory")
         if st is not None and (not stat.S_ISREG(st.st_mode) or _is_descriptor_link(p)):
             # a device, FIFO or socket; or /dev/stdout and the like, whatever they stand for
             return self._open_through(p, st, kind)
@@ -545,12 +550,9 @@ class AtomicOutputs:
         return _Reporting(out.comp or f, p)  # type: ignore[return-value]
 
     def _ensure_directory(self, p: str, directory: str) -> None:
+        _check_directory(p, directory, self._make_dirs)
         if os.path.isdir(directory):
             return
-        if os.path.exists(directory):
-            raise KxError(f"cannot write {p!r}: {directory!r} is not a directory")
-        if not self._make_dirs:
-            raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
         missing = []
         d = directory
         while d and not os.path.exists(d):
@@ -563,8 +565,6 @@ class AtomicOutputs:
         self._made_dirs.extend(missing)  # deepest first
 
     def _open_through(self, p: str, st: os.stat_result, kind: str | None) -> BinaryIO:
-        if stat.S_ISSOCK(st.st_mode):
-            raise KxError(f"cannot write {p!r}: it is a socket")
         flags = os.O_WRONLY | os.O_CLOEXEC
         if stat.S_ISREG(st.st_mode):
             flags |= os.O_TRUNC  # /dev/stdout redirected to a file: as the shell would
@@ -643,6 +643,41 @@ class AtomicOutputs:
                 raise
         else:
             self.discard()
+
+
+def check_output(path: str | os.PathLike[str], make_dirs: bool = False) -> None:
+    """Fail early, before any work is done, when an output named ``path`` cannot be written:
+    an empty name, a directory, a socket, a directory that does not exist (unless
+    ``make_dirs``: it will be created)."""
+    p = os.fspath(path)
+    if p == STDIO:
+        return
+    if not p:
+        raise KxError("an output file name is empty")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise os_error(e, p, "cannot write") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise KxError(f"cannot write {p!r}: it is a directory")
+    if st is not None and stat.S_ISSOCK(st.st_mode):
+        raise KxError(f"cannot write {p!r}: it is a socket")
+    if st is None:
+        _check_directory(p, os.path.dirname(os.path.realpath(p)), make_dirs)
+
+
+def _check_directory(p: str, directory: str, make_dirs: bool) -> None:
+    if os.path.isdir(directory):
+        return
+    d = directory
+    while d and not os.path.exists(d):
+        d = os.path.dirname(d)
+    if d and not os.path.isdir(d):
+        raise KxError(f"cannot write {p!r}: {d!r} is not a directory")
+    if not make_dirs:
+        raise KxError(f"cannot write {p!r}: directory {directory!r} does not exist")
 
 
 def written_through(path: str | os.PathLike[str]) -> bool:

@@ -106,6 +106,7 @@ from .errors import KxError, kxwarn
 from .progress import Progress
 from .textio import (
     atomic_output,
+    check_output,
     display_name,
     input_size,
     os_error,
@@ -374,13 +375,7 @@ def _check_output(p: str) -> None:
             f"cannot write {p!r}: the kxtool vectors format cannot be compressed (it is"
             f" memory-mapped when read); name the output without {ext}, e.g. {_kxv_name(p, ext)}"
         )
-    if written_through(p):
-        return
-    target = os.path.realpath(p)
-    if os.path.isdir(target):
-        raise KxError(f"cannot write {p!r}: it is a directory")
-    if not os.path.isdir(os.path.dirname(target)):
-        raise KxError(f"cannot write {p!r}: directory {os.path.dirname(target)!r} does not exist")
+    check_output(p)
 
 
 def _kxv_name(p: str, ext: str) -> str:

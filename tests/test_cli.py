@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -20,12 +21,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 runner = CliRunner()
 
 
-def kx(*args: str, input: bytes | None = None, env_extra: dict | None = None):
+def kx(*args: str, input: bytes | None = None, env_extra: dict | None = None, cwd=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "kxtool", *args], input=input, capture_output=True, env=env
+        [sys.executable, "-m", "kxtool", *args],
+        input=input,
+        capture_output=True,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -98,19 +103,39 @@ def test_json_needs_an_output_file(tmp_path):
     src = tmp_path / "in.txt"
     src.write_bytes(b"a\n")
     proc = kx("shuffle", str(src), "--json")
-    assert proc.returncode == 1 and b"-o" in proc.stderr
+    assert proc.returncode == 2 and b"-o" in proc.stderr  # a usage error
 
 
-def test_pipe_into_head_ends_quietly(tmp_path):
+@pytest.mark.parametrize(
+    "args",
+    [
+        "shuffle {src} --seed 1",  # in memory
+        "shuffle {src} --seed 1 --memory 8M",  # two passes, workers
+        "shuffle {src} --seed 1 --memory 8M -j 1",
+        "shuffle --header 1 --seed 1 < {src}",
+        "shuffle --seed 1 --memory 8M - < {src}",
+        "hubness {vec} -k 2 --neighbors -",
+    ],
+)
+def test_pipe_into_head_ends_quietly(tmp_path, args):
     src = tmp_path / "in.txt"
-    src.write_bytes(b"".join(b"line %d\n" % i for i in range(300000)))
+    src.write_bytes(b"".join(b"line number %d of the file\n" % i for i in range(1_000_000)))
+    vec = tmp_path / "vec.txt"
+    rng = np.random.default_rng(0)
+    vec.write_text("".join(f"w{i} {' '.join(map(str, rng.normal(size=4)))}\n" for i in range(3000)))
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = f"{sys.executable} -m kxtool shuffle {src} --seed 1 | head -n 2"
-    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, env=env)
-    assert len(proc.stdout.splitlines()) == 2
-    assert proc.stderr == b"", proc.stderr
-    assert proc.returncode in (0, 141)
+    cmd = f"{sys.executable} -m kxtool {args.format(src=src, vec=vec)} | head -n 1"
+    for _ in range(3):
+        proc = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, env=env
+        )
+        assert len(proc.stdout.splitlines()) == 1
+        if args.startswith("hubness"):  # the report goes to stderr when the data is on stdout
+            assert b"error" not in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+        else:
+            assert proc.stderr == b"", proc.stderr
+        assert proc.returncode in (0, 141)
 
 
 def test_stdin_dash_and_none_are_the_same(tmp_path):
@@ -284,3 +309,39 @@ def test_help_shows_plain_argument_names():
         arguments = text.split("Arguments:")[-1].split("Options:")[0]
         assert arguments.strip() and "<" not in arguments, text
         assert "{" not in text.splitlines()[0], text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--json"],
+        ["--shards", "3"],
+        ["--shards", "2", "-o", "plain.txt"],
+        ["--memory", "1K"],
+        ["--memory", "lots"],
+    ],
+)
+def test_bad_option_values_are_usage_errors(tmp_path, args):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\nb\n")
+    proc = kx("shuffle", str(src), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["", "missing-dir/out.txt", "in.txt/out.txt"])
+def test_an_unwritable_output_name_fails_before_any_work(tmp_path, name):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\nb\n")
+    vec = tmp_path / "v.txt"
+    vec.write_text("a 1 0\nb 0 1\nc 1 1\n")
+    for args in (
+        ["shuffle", str(src), "-o", name],
+        ["hubness", str(vec), "-k", "1", "--neighbors", name],
+        ["vectors", "convert", str(vec), name],
+    ):
+        proc = kx(*args, cwd=tmp_path)
+        assert proc.returncode == 1, (args, proc.stderr)
+        line = proc.stderr.decode().strip()
+        assert line.startswith("kxtool: error: ") and "\n" not in line, line
+        assert "internal error" not in line

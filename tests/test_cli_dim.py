@@ -91,7 +91,7 @@ def test_vectors_and_corpus(tmp_path):
 
 def test_errors(tmp_path):
     r = run("--vocab", "1")
-    assert r.exit_code == 1 and "at least 2" in r.stderr
+    assert r.exit_code == 2 and "at least 2" in r.stderr  # a usage error
     r = run("--corpus", str(tmp_path / "missing.txt"))
     assert r.exit_code == 1 and "kxtool: error:" in r.stderr
     r = run("--vectors", str(tmp_path))

@@ -271,17 +271,28 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def parse_size_option(value: str, option: str) -> int:
-    """``--memory 512M`` and friends; a bad value is a usage error (exit 2)."""
-    from ..textio import parse_size
+def parse_size_option(value: str, option: str, minimum: int = 1) -> int:
+    """``--memory 512M`` and friends; a bad value, or one below ``minimum`` bytes, is a usage
+    error (exit 2)."""
+    from ..textio import format_size, parse_size
 
-    try:
+    with usage_errors(option):
         n = parse_size(value)
-    except KxError as e:
-        raise typer.BadParameter(e.message, param_hint=option) from None
     if n <= 0:
         raise typer.BadParameter("must be greater than zero", param_hint=option)
+    if n < minimum:
+        raise typer.BadParameter(f"must be at least {format_size(minimum)}", param_hint=option)
     return n
+
+
+@contextlib.contextmanager
+def usage_errors(option: str | None) -> Any:
+    """Inside, a :class:`KxError` about an option's value is a usage error of ``option``
+    (exit 2), as a bad value found by Typer itself would be."""
+    try:
+        yield
+    except KxError as e:
+        raise typer.BadParameter(e.message, param_hint=option) from None
 
 
 _COUNT_RE = re.compile(r"^\s*(\d{1,3}(?:,\d{3})+|\d+(?:_\d+)*|\d+(?:\.\d+)?[eE]\+?\d+)\s*$")

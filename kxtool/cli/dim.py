@@ -160,7 +160,7 @@ def dim_command(
     deprecated_flag(method_short is not None, "-m", "--method", "--metric")
     if method_short is not None:
         method = method_short
-    vocab = [parse_count(v, "--vocab") for v in [*(vocab or []), *(vocab_short or [])]]
+    vocab = [parse_count(v, "--vocab", 2) for v in [*(vocab or []), *(vocab_short or [])]]
     vectors = list(vectors or [])
     corpus = list(corpus or [])
     if method not in _CHOICES:

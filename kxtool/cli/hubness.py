@@ -332,8 +332,10 @@ def report_command(
     _int_option(scale_k, "--scale-k")
     _int_option(top, "--top", 0)
     mem = parse_size_option(memory, "--memory")
-    if neighbors is not None and neighbors != "-" and os.path.isdir(neighbors):
-        raise typer.BadParameter("is a directory", param_hint="--neighbors")
+    if neighbors is not None:
+        from ..textio import check_output
+
+        check_output(neighbors)  # before the work, not after it
 
     from ..hubness import hubness_report, read_matrix
     from ..textio import display_name
@@ -435,6 +437,9 @@ def sample_command(
         )
     if output == "-" and json_out:
         raise typer.BadParameter("--json and '-o -' both use stdout", param_hint="--json")
+    from ..textio import check_output
+
+    check_output(output)
     import numpy as np
 
     from ..hubness import hubness_prior_sample

@@ -6,7 +6,15 @@ import time
 
 import typer
 
-from ._app import Bars, command, deprecated_flag, err, parse_size_option, print_json
+from ._app import (
+    Bars,
+    command,
+    deprecated_flag,
+    err,
+    parse_size_option,
+    print_json,
+    usage_errors,
+)
 
 HELP = """Shuffle the lines of one or more files uniformly, in bounded memory.
 
@@ -99,16 +107,22 @@ def shuffle(
     ),
     memory_short: str = typer.Option(None, "-m", hidden=True),
 ) -> None:
-    from ..errors import KxError
     from ..shuffle import shuffle_files
 
     deprecated_flag(memory_short is not None, "-m", "--memory (-S)", "--metric")
     if memory_short is not None:
         memory = memory_short
 
-    budget = parse_size_option(memory, "--memory")
+    from ..shuffle import MIN_MEMORY, check_shard_pattern
+
+    budget = parse_size_option(memory, "--memory", MIN_MEMORY)
     if json_out and output == "-":
-        raise KxError("--json prints a summary on stdout, so it needs -o FILE")
+        raise typer.BadParameter(
+            "--json prints a summary on stdout, so it needs -o FILE", param_hint="--json"
+        )
+    if shards is not None:
+        with usage_errors("--shards"):
+            check_shard_pattern(output, shards)
     started = time.perf_counter()
     with Bars() as bars:
         result = shuffle_files(

@@ -53,6 +53,7 @@ from ..progress import Progress
 from ..textio import (
     STDIO,
     AtomicOutputs,
+    check_output,
     check_readable,
     compression_of,
     format_size,
@@ -78,7 +79,15 @@ from .reading import _Chunk, _RangePlan, _Reader
 from .runs import _Runs, _Spiller
 from .workers import _Pool
 
-__all__ = ["ShuffleResult", "default_jobs", "record_keys", "shuffle_files", "shuffle_lines"]
+__all__ = [
+    "MIN_MEMORY",
+    "ShuffleResult",
+    "check_shard_pattern",
+    "default_jobs",
+    "record_keys",
+    "shuffle_files",
+    "shuffle_lines",
+]
 
 
 @dataclass
@@ -152,7 +161,14 @@ def _small_pages() -> Iterator[None]:
 
 def _validate_output(output: str, shards: int | None, inputs: Sequence[str]) -> None:
     if shards is None:
+        check_output(output)
         return
+    check_shard_pattern(output, shards)
+
+
+def check_shard_pattern(output: str, shards: int) -> None:
+    """Check ``output`` as the name pattern of ``shards`` outputs (``out/part-{:05d}.txt``):
+    a :class:`KxError` when it is not one. Missing directories are fine (they are made)."""
     if shards < 1:
         raise KxError("--shards must be at least 1")
     if output == STDIO:
@@ -166,6 +182,8 @@ def _validate_output(output: str, shards: int | None, inputs: Sequence[str]) -> 
             f"shard pattern {output!r} must contain a field such as {{}} or {{:05d}} "
             "for the shard number"
         )
+    for name in sorted(names):
+        check_output(name, make_dirs=True)
 
 
 def shuffle_files(
