@@ -3,6 +3,7 @@ format, and list or clean the cache."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -59,8 +60,8 @@ def info(
     file: str | None = typer.Argument(
         None,
         metavar="FILE",
-        help="A vectors file in any supported format ('-' for stdin). Omit it for the"
-        " built-in default vectors.",
+        help="A vectors file in any supported format ('-' for stdin). Omit it for"
+        " $KXTOOL_VECTORS, else the built-in default vectors.",
         show_default=False,
     ),
     default: bool = typer.Option(
@@ -89,13 +90,15 @@ def info(
 
         kxtool vectors info cc.en.300.vec.gz --limit 200000 --json
 
-        kxtool vectors info            # the built-in English GloVe 6B 50d set
+        kxtool vectors info            # $KXTOOL_VECTORS, else the built-in GloVe 6B 50d set
     """
     from ..errors import KxError
-    from ..vectors import default_vectors, load_vectors, vectors_info
+    from ..vectors import ENV_VECTORS, default_vectors, load_vectors, vectors_info
 
     if file is not None and default:
         raise KxError("give either FILE or --default, not both")
+    if file is None and not default:
+        file = os.environ.get(ENV_VECTORS, "").strip() or None  # as every other command does
     if file is None:
         vec = default_vectors().head(limit)
     else:
