@@ -233,3 +233,17 @@ def test_library_names():
     assert module("cat", "dog", vec) == pytest.approx(math.sqrt(2))
     assert kxtool.wmd_search(["cat"], ["dog", "cat"], vec, k=1) == [[(1, 0.0)]]
     assert kxtool.Tokenizer()("The Cat") == ["cat"]
+
+
+def test_a_binary_file_is_named_as_not_text(tmp_path):
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00\n\xe4\xb8\xad\x00\x01\n")
+    text = tmp_path / "t.txt"
+    text.write_text("the cat\nthe dog\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "kxtool", "wmd", str(binary), str(text)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    assert r.stderr == f"kxtool: error: {binary}:1: not text (it holds NUL bytes)\n"

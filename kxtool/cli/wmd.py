@@ -59,11 +59,15 @@ def _fmt(x: float) -> str:
 
 
 def _lines(path: str) -> Iterator[str]:
-    """The lines of a text file (or '-', a pipe, or a compressed file), newline removed."""
-    from ..textio import open_input
+    """The lines of a text file (or '-', a pipe, or a compressed file), newline removed; a
+    binary file (a line with NUL bytes) is an error naming the file and line."""
+    from ..errors import KxError
+    from ..textio import display_name, open_input
 
     with open_input(path) as f:
-        for raw in f:
+        for number, raw in enumerate(f, 1):
+            if b"\0" in raw:
+                raise KxError(f"{display_name(path)}:{number}: not text (it holds NUL bytes)")
             yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
