@@ -291,6 +291,11 @@ def _complete(shell: str, line: str) -> list[str]:
 CHOICE_OPTIONS = [
     ("dim --method", ["entropy", "entropy-analytic", "jl", "fourth-root", "all", "pip"]),
     ("dim --lang", ["auto", "zh", "en"]),
+    ("wmd --metric", ["wmd", "wrd", "wcd", "rwmd", "sinkhorn"]),
+    ("wmd --lang", ["auto", "zh", "en"]),
+    ("hubness report --metric", ["cosine", "euclidean"]),
+    ("hubness report --reduce", ["mp", "mp-gauss", "ls", "nicdm", "dsl", "csls"]),
+    ("hubness sample --metric", ["euclidean", "cosine"]),
 ]
 
 
@@ -345,3 +350,10 @@ def test_an_unwritable_output_name_fails_before_any_work(tmp_path, name):
         line = proc.stderr.decode().strip()
         assert line.startswith("kxtool: error: ") and "\n" not in line, line
         assert "internal error" not in line
+
+
+def test_hubness_help_shows_how_to_run_a_report():
+    text = kx("hubness", "--help").stdout.decode()
+    report = text.split("Options of the report")[-1]
+    for option in ("--reduce", "--limit", "--neighbors", "-k, --k"):
+        assert option in report, text

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ._app import Bars, add_group, guard, parse_size_option, print_json
+from ._app import Bars, add_group, choices, guard, parse_size_option, print_json
 
 
 class _DefaultGroup(TyperGroup):
@@ -31,13 +31,27 @@ class _DefaultGroup(TyperGroup):
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         formatter.write_usage(ctx.command_path, "FILE [OPTIONS]  |  sample [OPTIONS]")
 
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """The group's options and commands, then the report's own arguments and options, so
+        that ``kxtool hubness --help`` shows how to run a report."""
+        super().format_options(ctx, formatter)
+        from typer import _click
+
+        report = self.get_command(ctx, self.default_command)
+        if report is None:  # pragma: no cover
+            return
+        sub = _click.Context(report, info_name=self.default_command, parent=ctx)
+        rows = [r for p in report.get_params(sub) if (r := p.get_help_record(sub)) is not None]
+        with formatter.section(f"Options of the report ({ctx.command_path} FILE [OPTIONS])"):
+            formatter.write_dl(rows)
+
 
 _GROUP_HELP = """Hubness of a set of vectors: the points that are nearest neighbours of very many
 others (hubs), those of none (antihubs), and hubness reduction; `sample` draws GAN latents with a
 hubness prior.
 
-`kxtool hubness FILE [OPTIONS]` runs the report (see `kxtool hubness report --help`);
-`kxtool hubness sample [OPTIONS]` writes latents.
+`kxtool hubness FILE [OPTIONS]` runs the report (its options are listed below);
+`kxtool hubness sample [OPTIONS]` writes latents (see `kxtool hubness sample --help`).
 
 Examples:
 
@@ -276,7 +290,14 @@ def report_command(
         ..., metavar="FILE", help="Vectors file, .npy matrix, or '-' (numbers on stdin)."
     ),
     k: int = typer.Option(10, "-k", "--k", metavar="K", help="Neighbours per point."),
-    metric: str = typer.Option("cosine", "--metric", metavar="METRIC", help="cosine or euclidean."),
+    metric: str = typer.Option(
+        "cosine",
+        "--metric",
+        "-m",
+        metavar="METRIC",
+        autocompletion=choices("cosine", "euclidean"),
+        help="cosine or euclidean.",
+    ),
     limit: int | None = typer.Option(
         None,
         "--limit",
@@ -287,12 +308,16 @@ def report_command(
     sample: int | None = typer.Option(
         None, "--sample", metavar="N", help="Use N rows drawn at random (after --limit)."
     ),
-    seed: int = typer.Option(0, "--seed", metavar="S", help="Seed of --sample."),
+    seed: int = typer.Option(0, "--seed", "-s", metavar="S", help="Seed of --sample."),
     hub_size: float = typer.Option(
         2.0, "--hub-size", metavar="H", help="Hubs are points with N_k >= H*k."
     ),
     reduce: str | None = typer.Option(
-        None, "--reduce", metavar="METHOD", help="mp, mp-gauss, ls, nicdm, dsl or csls."
+        None,
+        "--reduce",
+        metavar="METHOD",
+        autocompletion=choices("mp", "mp-gauss", "ls", "nicdm", "dsl", "csls"),
+        help="mp, mp-gauss, ls, nicdm, dsl or csls.",
     ),
     candidates: int | None = typer.Option(
         None,
@@ -312,7 +337,11 @@ def report_command(
     ),
     top: int = typer.Option(10, "--top", metavar="N", help="How many hubs and antihubs to show."),
     memory: str = typer.Option(
-        "1G", "--memory", metavar="SIZE", help="Working memory of one block of k-NN scores."
+        "1G",
+        "--memory",
+        "-S",
+        metavar="SIZE",
+        help="Working memory of one block of k-NN scores.",
     ),
     approx: bool = typer.Option(
         False, "--approx", help="Approximate k-NN with faiss HNSW (extra kxtool[approx])."
@@ -406,7 +435,7 @@ def sample_command(
         metavar="FILE",
         help="The .npy file to write ('-': stdout).",
     ),
-    seed: int = typer.Option(0, "--seed", metavar="S", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", "-s", metavar="S", help="Random seed."),
     batch_size: int = typer.Option(
         10_000,
         "--batch-size",
@@ -414,13 +443,22 @@ def sample_command(
         help="Latents per batch (the k-occurrence is within one).",
     ),
     metric: str = typer.Option(
-        "euclidean", "--metric", metavar="METRIC", help="euclidean or cosine."
+        "euclidean",
+        "--metric",
+        "-m",
+        metavar="METRIC",
+        autocompletion=choices("euclidean", "cosine"),
+        help="euclidean or cosine.",
     ),
     max_batches: int = typer.Option(
         1000, "--max-batches", metavar="M", help="Give up (with an error) after M batches."
     ),
     memory: str = typer.Option(
-        "1G", "--memory", metavar="SIZE", help="Working memory of one block of k-NN scores."
+        "1G",
+        "--memory",
+        "-S",
+        metavar="SIZE",
+        help="Working memory of one block of k-NN scores.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ._app import Bars, command, err, print_json, warn
+from ._app import Bars, choices, command, err, print_json, warn
 
 _METRICS = ("wmd", "wrd", "wcd", "rwmd", "sinkhorn")
 _LANGS = ("auto", "zh", "en")
@@ -217,7 +217,12 @@ def wmd_command(
         " itself).",
     ),
     metric: str = typer.Option(
-        "wmd", "--metric", "-m", metavar="METRIC", help="wmd, wrd, wcd, rwmd or sinkhorn."
+        "wmd",
+        "--metric",
+        "-m",
+        metavar="METRIC",
+        autocompletion=choices(*_METRICS),
+        help="wmd, wrd, wcd, rwmd or sinkhorn.",
     ),
     vectors: str = typer.Option(
         None,
@@ -236,7 +241,11 @@ def wmd_command(
         0.1, "--reg", metavar="R", help="Entropic regularisation of --metric sinkhorn."
     ),
     lang: str = typer.Option(
-        "auto", "--lang", metavar="LANG", help="Tokeniser: auto (jieba for Chinese), zh or en."
+        "auto",
+        "--lang",
+        metavar="LANG",
+        autocompletion=choices(*_LANGS),
+        help="Tokeniser: auto (jieba for Chinese), zh or en.",
     ),
     keep_case: bool = typer.Option(False, "--keep-case", help="Do not lowercase the texts."),
     stopwords: str = typer.Option(
