@@ -201,6 +201,65 @@ def test_mp_reduces_hubness():
     assert r.to_dict()["reduction"]["candidates"] == 50
 
 
+def _identical_rows() -> list[np.ndarray]:
+    from kxtool.vectors import default_vectors
+
+    glove = np.asarray(default_vectors().matrix[1234], dtype=np.float32)
+    normal = np.random.default_rng(1).standard_normal(50).astype(np.float32)
+    return [np.tile(v, (300, 1)) for v in (glove, normal)]
+
+
+LOWEST = np.array([[j for j in range(300) if j != i][:10] for i in range(300)])
+
+
+@pytest.mark.parametrize("memory", [1 << 30, 12_600, 30_000])
+def test_identical_rows_have_the_lowest_indices_as_neighbours(memory):
+    # 300 copies of one vector, cosine: every distance ties, and ties go to the lower index
+    # (kxtool.knn), then to the original rank (the reductions): every row's neighbours are the
+    # lowest indices other than its own, whatever the block size.
+    for x in _identical_rows():
+        r = hubness_report(x, k=10, memory=memory)
+        np.testing.assert_array_equal(r.indices, LOWEST)
+        for method in ("mp", "csls", "dsl"):
+            r = hubness_report(x, k=10, reduce=method, memory=memory)
+            np.testing.assert_array_equal(r.reduced_indices, LOWEST)
+
+
+_KERNEL_SCRIPT = """
+import numpy as np
+from kxtool.hubness import hubness_report
+from kxtool.vectors import default_vectors
+glove = np.asarray(default_vectors().matrix[1234], dtype=np.float32)
+normal = np.random.default_rng(1).standard_normal(50).astype(np.float32)
+lowest = np.array([[j for j in range(300) if j != i][:10] for i in range(300)])
+for v in (glove, normal):
+    for memory in (1 << 30, 12_600, 30_000):
+        r = hubness_report(np.tile(v, (300, 1)), k=10, memory=memory)
+        print(int((r.indices != lowest).any(axis=1).sum()))
+"""
+
+
+def test_identical_rows_under_every_openblas_kernel():
+    # On AMD EPYC (OpenBLAS's Zen/Haswell kernels) 16 of 300 copies had other neighbours.
+    import os
+    import subprocess
+    import sys
+
+    from test_knn import _openblas_kernels
+
+    kernels = _openblas_kernels()
+    if not kernels:
+        pytest.skip("numpy's BLAS is not OpenBLAS on x86-64")
+    for kernel in kernels:
+        env = dict(os.environ, OPENBLAS_CORETYPE=kernel)
+        out = subprocess.run(
+            [sys.executable, "-c", _KERNEL_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        wrong = [int(w) for w in out.stdout.split()]
+        assert wrong == [0] * 6, (kernel, wrong)  # rows with other neighbours
+
+
 def test_reduction_errors():
     ind = np.zeros((3, 2), dtype=np.int64)
     with pytest.raises(KxError, match="unknown hubness reduction"):

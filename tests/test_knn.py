@@ -1,6 +1,13 @@
-"""Exact k-NN (kxtool.knn): against a float64 brute force, ties, errors, memory blocks."""
+"""Exact k-NN (kxtool.knn): against a float64 brute force, ties, errors, memory blocks, and
+the same lists whatever BLAS kernel computes the products."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kxtool.errors import KxError
-from kxtool.knn import topk
+from kxtool.knn import _rescore, topk
+from kxtool.vectors import default_vectors
 
 
 def brute(x, k, metric, base=None, exclude_self=True):
@@ -69,6 +77,121 @@ def test_cosine_ties_among_duplicates():
     for i in (0, 1, 777, 1999):
         same = [j for j in range(2000) if j != i and (x[j] == x[i]).all()][:8]
         assert list(idx[i]) == same
+
+
+def exact_reference(x, k, metric):
+    """Top k by the engine's documented rule: the float64 score of each pair summed in a fixed
+    order (kxtool.knn._rescore), then the lower index; a point is not its own neighbour."""
+    n = len(x)
+    qi, bj = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
+    s = _rescore(x, x, qi, bj, metric).reshape(n, n)
+    np.fill_diagonal(s, -np.inf)
+    cols = np.arange(n)
+    return np.array([np.lexsort((cols, -row))[:k] for row in s])
+
+
+# Block sizes: one block, tiles of 40 rows (an edge tile of 20), a few rows per block.
+MEMORIES = [1 << 30, 8 * 40 * 40, 12_600, 30_000]
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_identical_rows_give_the_lowest_indices(memory, symmetric):
+    # 300 copies of one vector: every score ties, so every row's neighbours are the lowest
+    # indices other than its own (the documented rule: ties go to the lower index). Float32
+    # products of copies differ in their last digits between BLAS kernels and between the
+    # middle and the edge of a tile; the float64 re-scoring of near-ties makes them tie.
+    glove = np.asarray(default_vectors().matrix[1234], dtype=np.float32)
+    normal = np.random.default_rng(1).standard_normal(50).astype(np.float32)
+    k = 10
+    expect = np.array([[j for j in range(300) if j != i][:k] for i in range(300)])
+    for v in (glove, normal):
+        x = np.tile(v, (300, 1))
+        for metric in ("cosine", "euclidean", "ip"):
+            idx, vals = topk(x, k=k, metric=metric, memory=memory, symmetric=symmetric)
+            np.testing.assert_array_equal(idx, expect)
+            assert len(np.unique(vals)) == 1  # one score, bitwise, for every copy
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "euclidean"])
+def test_near_ties_follow_the_float64_rule_at_every_block_size(metric):
+    # GloVe rows, duplicated and nudged by one float32 step here and there: scores that float32
+    # products cannot order. Every block size and both loops give the reference lists.
+    rng = np.random.default_rng(7)
+    base = np.asarray(default_vectors().matrix[:5000], dtype=np.float32)
+    x = base[rng.integers(0, 5000, 60)][rng.integers(0, 60, 400)].copy()
+    nudge = rng.random(x.shape) < 0.02
+    x[nudge] = np.nextafter(x[nudge], np.float32(np.inf))
+    for k in (1, 7):
+        want = exact_reference(x, k, metric)
+        for memory in MEMORIES:
+            for symmetric in (False, True):
+                idx, _ = topk(x, k=k, metric=metric, memory=memory, symmetric=symmetric)
+                np.testing.assert_array_equal(idx, want)
+
+
+def _openblas_kernels() -> list[str]:
+    """OpenBLAS kernels this CPU can run (numpy built on OpenBLAS, x86-64 Linux), else []."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    except Exception:  # noqa: BLE001 - an older numpy, another layout: no kernels to try
+        return []
+    if "openblas" not in str(blas).lower() or platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(ln for ln in f if ln.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return []
+    kernels = ["Prescott"]
+    if "avx" in flags:
+        kernels.append("Sandybridge")
+    if {"avx2", "fma"} <= flags:
+        kernels.append("Haswell")
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= flags:
+        kernels.append("SkylakeX")
+    return kernels
+
+
+_KERNEL_SCRIPT = """
+import hashlib, numpy as np
+from kxtool.knn import topk
+from kxtool.vectors import default_vectors
+m = np.asarray(default_vectors().matrix[:3000], dtype=np.float32)
+rng = np.random.default_rng(3)
+x = np.concatenate([np.tile(m[1234], (300, 1)), m[rng.integers(0, 3000, 700)]])
+h = hashlib.sha256()
+for metric in ("cosine", "euclidean"):
+    for memory, sym in ((1 << 30, False), (12_600, True), (30_000, False)):
+        idx, _ = topk(x, k=10, metric=metric, memory=memory, symmetric=sym)
+        h.update(idx.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_same_lists_under_every_openblas_kernel():
+    kernels = _openblas_kernels()
+    if len(kernels) < 2:
+        pytest.skip("numpy's BLAS is not OpenBLAS on x86-64 with two kernels to compare")
+    digests = {}
+    for kernel in kernels:
+        env = dict(os.environ, OPENBLAS_CORETYPE=kernel)
+        out = subprocess.run(
+            [sys.executable, "-c", _KERNEL_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        digests[kernel] = out.stdout.strip()
+    assert len(set(digests.values())) == 1, digests
+    # and the lists are the reference ones (here, in whatever kernel this process runs)
+    m = np.asarray(default_vectors().matrix[:3000], dtype=np.float32)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.tile(m[1234], (300, 1)), m[rng.integers(0, 3000, 700)]])
+    h = hashlib.sha256()
+    for metric in ("cosine", "euclidean"):
+        want = exact_reference(x, 10, metric)
+        for _ in range(3):
+            h.update(want.tobytes())
+    assert digests[kernels[0]] == h.hexdigest()
 
 
 def test_duplicates_and_constant_rows():
