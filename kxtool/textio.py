@@ -238,7 +238,7 @@ def _wrap_compressed(raw: BinaryIO, kind: str | None, path: str | os.PathLike[st
             f"cannot read {display_name(path)!r}: it is {kind}, which kxtool does not read "
             "(it reads plain text, gzip, bzip2, xz and zstd)"
         )
-    return _Checked(stream, kind, path)  # type: ignore[return-value]
+    return _Checked(stream, kind, path, raw)  # type: ignore[return-value]
 
 
 class _Checked:
@@ -248,11 +248,28 @@ class _Checked:
 
     PIECE = 1 << 20  # compressed streams are read in pieces of this size (see read)
 
-    def __init__(self, stream: BinaryIO, kind: str | None, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        kind: str | None,
+        path: str | os.PathLike[str],
+        raw: BinaryIO | None = None,
+    ) -> None:
         self._stream = stream
         self._kind = kind
         self._path = path
+        self._raw = raw if raw is not None else stream
         self.position = 0  # bytes handed out so far
+
+    def consumed(self) -> int | None:
+        """How far into the file (its stored, possibly compressed bytes) reading has got, or
+        None when that cannot be told (a pipe): for progress against the file's size."""
+        if self._kind is None:
+            return self.position
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def _error(self, e: BaseException) -> KxError:
         if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile) and e.errno:

@@ -195,32 +195,19 @@ def test_ruff_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_progress_bars_only_on_a_terminal(tmp_path):
+def _on_a_terminal(args: list[str]) -> bytes:
+    """What ``kxtool ARGS`` shows on a terminal's stderr (stdout discarded)."""
     import fcntl
     import pty
     import struct
     import termios
 
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"".join(b"line %d\n" % i for i in range(400000)))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kxtool",
-            "shuffle",
-            str(src),
-            "-o",
-            str(tmp_path / "o"),
-            "--memory",
-            "4M",
-            "--jobs",
-            "1",
-        ],
+        [sys.executable, "-m", "kxtool", *args],
         stderr=slave,
         stdout=subprocess.DEVNULL,
         env=env,
@@ -236,8 +223,31 @@ def test_progress_bars_only_on_a_terminal(tmp_path):
             break
         seen += chunk
     os.close(master)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=120) == 0, seen
+    return seen
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(400000)))
+    args = ["shuffle", str(src), "-o", str(tmp_path / "o"), "--memory", "4M", "--jobs", "1"]
+    seen = _on_a_terminal(args)
     assert b"reading" in seen and b"writing" in seen
+    piped = kx(*args)
+    assert piped.returncode == 0 and piped.stderr == b""
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_the_paired_wmd_bar_has_a_total_and_a_percentage(tmp_path, compressed):
+    import gzip
+
+    text = b"".join(b"the cat sat on the mat number %d\n" % i for i in range(6000))
+    a = tmp_path / ("a.txt.gz" if compressed else "a.txt")
+    a.write_bytes(gzip.compress(text) if compressed else text)
+    b = tmp_path / "b.txt"
+    b.write_bytes(text)
+    seen = _on_a_terminal(["wmd", str(a), str(b), "--metric", "wcd"])
+    assert b"reading A" in seen and b"%" in seen, seen[-500:]
 
 
 def _walk(cmd, ctx, path):

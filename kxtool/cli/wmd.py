@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -58,7 +59,7 @@ def _fmt(x: float) -> str:
     return "nan" if x != x else f"{x:.6f}"
 
 
-def _lines(path: str) -> Iterator[str]:
+def _lines(path: str, consumed: list[int] | None = None) -> Iterator[str]:
     """The lines of a text file (or '-', a pipe, or a compressed file), newline removed; a
     binary file (a line with NUL bytes) is an error naming the file and line."""
     from ..errors import KxError
@@ -68,6 +69,8 @@ def _lines(path: str) -> Iterator[str]:
         for number, raw in enumerate(f, 1):
             if b"\0" in raw:
                 raise KxError(f"{display_name(path)}:{number}: not text (it holds NUL bytes)")
+            if consumed is not None:
+                consumed[0] = f.consumed() or 0  # type: ignore[attr-defined]
             yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
@@ -75,8 +78,23 @@ def _read_all(path: str) -> list[str]:
     return list(_lines(path))
 
 
+def _file_size(path: str) -> int | None:
+    """The stored size of a regular file (what :func:`_lines` reports progress against)."""
+    if path == "-":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) and st.st_size > 0 else None
+
+
 def _lockstep(
-    path_a: str, path_b: str, counter: list[int], pending: deque[tuple[str, str]]
+    path_a: str,
+    path_b: str,
+    counter: list[int],
+    pending: deque[tuple[str, str]],
+    consumed: list[int] | None = None,
 ) -> tuple[Iterator[str], Iterator[str]]:
     """Two iterators over the lines of A and B that fail, naming the shorter file, when one
     ends before the other. ``counter[0]`` counts the pairs handed out, and each pair handed
@@ -85,7 +103,7 @@ def _lockstep(
     from ..textio import display_name
 
     sentinel = None
-    ia, ib = _lines(path_a), _lines(path_b)
+    ia, ib = _lines(path_a, consumed), _lines(path_b)
     buf: list[str] = []
 
     def gen_a() -> Iterator[str]:
@@ -394,18 +412,22 @@ def wmd_command(
 
     counter = [0]
     pending: deque[tuple[str, str]] = deque()  # the pairs handed out and not yet scored
-    ia, ib = _lockstep(a, b, counter, pending)
+    consumed = [0]  # bytes of A read so far: a bar with a total when A's size is known
+    size = _file_size(a)
+    ia, ib = _lockstep(a, b, counter, pending, consumed)
     nan = 0
     empty: Counter[str] = Counter()  # texts of nan pairs with only stopwords or no words
-    with Bars(unit="pair") as bars:
+    with Bars(unit="B" if size else "pair") as bars:
         scores = wmd_pairs(
             ia,
             ib,
             vecs,
-            progress=bars,
+            progress=None if size else bars,
             **options,
         )
         for i, d in enumerate(scores, 1):
+            if size and i % 256 == 0:
+                bars("reading A", consumed[0], size)
             x = value(d)
             pair = pending.popleft()
             if x != x:
