@@ -165,6 +165,25 @@ def test_reduce_methods(npy, method, tmp_path):
     assert f"after {method}" in r.stdout
 
 
+def test_reduction_that_raises_hubness_is_a_warning(tmp_path):
+    # the first 5,000 shipped GloVe words: DisSim local with cosine raises the k-skewness
+    from kxtool.vectors import default_vectors
+
+    p = tmp_path / "glove.npy"
+    np.save(p, np.asarray(default_vectors().matrix[:5000], dtype=np.float32))
+    r = run(str(p), "--reduce", "dsl", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    before = d["measures"]["k_skewness"]
+    after = d["reduction"]["measures"]["k_skewness"]
+    assert after > before
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kxtool: warning:")]
+    assert len(lines) == 1
+    assert f"raised the k-skewness from {before:.3f} to {after:.3f}" in lines[0]
+    r = run(str(p), "--reduce", "csls", "--json")
+    assert r.exit_code == 0 and "warning" not in r.stderr
+
+
 def test_sample_subcommand(tmp_path):
     out = tmp_path / "z.npy"
     r = run(

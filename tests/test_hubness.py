@@ -260,6 +260,54 @@ def test_identical_rows_under_every_openblas_kernel():
         assert wrong == [0] * 6, (kernel, wrong)  # rows with other neighbours
 
 
+def _glove(n):
+    from kxtool.vectors import default_vectors
+
+    return np.asarray(default_vectors().matrix[:n], dtype=np.float32)
+
+
+def test_dsl_with_cosine_is_the_formula_on_unit_vectors():
+    # DisSim local (Hara et al. 2016) straight from its definition, in float64, on the unit
+    # vectors of 1,500 shipped GloVe words: |u - w|^2 - |u - c_u|^2 - |w - c_w|^2, c_u the mean
+    # of the 5 nearest. With every other point as a candidate kxtool computes exactly that.
+    n, k, s = 1500, 10, 5
+    x = _glove(n)
+    u = x.astype(np.float64)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    sq = np.maximum(2.0 - 2.0 * (u @ u.T), 0.0)
+    np.fill_diagonal(sq, np.inf)
+    near = np.argsort(sq, axis=1, kind="stable")[:, :s]
+    off = ((u - u[near].mean(axis=1)) ** 2).sum(axis=1)
+    want = sq - off[:, None] - off[None, :]
+    want_sorted = np.sort(want, axis=1)[:, :k]
+    ind, sc = topk(x, k=n - 1, metric="cosine")
+    rind, rsec = reduce_hubness(ind, 1.0 - sc.astype(np.float64), "dsl", k, x=x, scale_k=s)
+    np.testing.assert_allclose(rsec, want_sorted, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(want, rind, axis=1), rsec, atol=1e-5)
+
+
+def test_reduction_that_raises_hubness_warns():
+    # On the shipped GloVe vectors DisSim local with cosine raises the k-skewness (1.70 to
+    # 1.92 on the first 5,000 words): the report says so instead of presenting it silently.
+    import re
+    import warnings
+
+    from kxtool.errors import KxWarning
+
+    x = _glove(5000)
+    with pytest.warns(KxWarning, match="'dsl' with cosine raised the k-skewness") as caught:
+        r = hubness_report(x, k=10, reduce="dsl")
+    before, after = r.measures["k_skewness"], r.reduced_measures["k_skewness"]
+    assert after > before
+    stated = re.search(r"from ([0-9.]+) to ([0-9.]+)", str(caught[0].message)).groups()
+    assert stated == (f"{before:.3f}", f"{after:.3f}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KxWarning)  # methods that do lower it: no warning
+        for method, metric in (("mp-gauss", "cosine"), ("csls", "cosine"), ("dsl", "euclidean")):
+            r = hubness_report(x, k=10, metric=metric, reduce=method)
+            assert r.reduced_measures["k_skewness"] < r.measures["k_skewness"]
+
+
 def test_reduction_errors():
     ind = np.zeros((3, 2), dtype=np.int64)
     with pytest.raises(KxError, match="unknown hubness reduction"):
