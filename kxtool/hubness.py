@@ -296,12 +296,8 @@ def reduce_hubness(
     - ``ls``: local scaling ``1 - exp(-d^2 / (s_i s_j))``, s_i = distance to the scale_k-th
       neighbour;
     - ``nicdm``: ``d / sqrt(m_i m_j)``, m_i = mean distance to the scale_k nearest neighbours;
-    - ``dsl``: DisSim local ``|x-y|^2 - |x-c_x|^2 - |y-c_y|^2`` (Hara et al. 2016), c_x the
-      centroid of the scale_k nearest neighbours; needs ``x``. It is defined for squared
-      Euclidean distances: for cosine it works on the unit vectors, whose squared distance
-      ``2 (1 - cos)`` ranks as the cosine distance does, with the centroids the plain means of
-      the unit vectors. With all other points as candidates it is the formula exactly; on word
-      vectors with cosine it can raise hubness (see :func:`hubness_report`);
+    - ``dsl``: DisSim local ``|x-y|^2 - |x-c_x|^2 - |y-c_y|^2``, c_x the centroid of the scale_k
+      nearest neighbours (on unit vectors for cosine); needs ``x``;
     - ``csls``: ``-(2 s_ij - r_i - r_j)``, s the similarity (``1 - d`` for cosine, ``-d`` for
       euclidean), r_i the mean similarity to the scale_k nearest neighbours.
 
@@ -335,6 +331,11 @@ def reduce_hubness(
             sec = d / np.sqrt(mu[:, None] * mu[ind])
         sec = np.where(np.isnan(sec), 0.0, sec)
     elif method == "dsl":
+        # Hara et al. (2016) define it for squared Euclidean distances. For cosine it works on
+        # the unit vectors, whose squared distance 2 (1 - cos) ranks as the cosine distance
+        # does, with the centroids the plain means of the unit vectors; with every other point
+        # as a candidate it is the formula exactly. On word vectors with cosine it can raise
+        # hubness: hubness_report warns then (see _check_reduction).
         if x is None:
             raise KxError("DisSim local needs the vectors")
         v = np.asarray(x, dtype=np.float64)
