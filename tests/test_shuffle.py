@@ -869,3 +869,77 @@ def test_a_corrupt_part_read_by_a_worker_is_a_named_error(tmp_path):
         shuffle_files(paths, tmp_path / "out.txt", memory="1M", jobs=2, seed=1, tmp_dir=tmp)
     assert os.listdir(tmp) == []
     assert not (tmp_path / "out.txt").exists()
+
+
+# ---- the whole process tree within --memory + 64 MiB, on every input route ---------------
+
+
+def _tree_peak(argv, stdin=None):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    from procmem import run_measured
+
+    return run_measured(argv, stdin=stdin, env=_env())
+
+
+@pytest.fixture(scope="module")
+def memory_inputs(tmp_path_factory):
+    import zstandard
+
+    d = tmp_path_factory.mktemp("memory")
+    src = d / "big.txt"
+    _random_lines_file(src, 100 << 20, seed=4)
+    data = src.read_bytes()
+    lines = data.splitlines(keepends=True)
+    n = len(lines)
+    compress = {
+        "gz": lambda b: gzip.compress(b, 1),
+        "bz2": bz2.compress,
+        "xz": lambda b: lzma.compress(b, preset=0),
+        "zst": zstandard.ZstdCompressor().compress,
+    }
+    parts = []
+    for j, ext in enumerate(["gz", "bz2", "xz", "zst"] * 2):
+        p = d / f"part-{j}.{ext}"
+        p.write_bytes(compress[ext](b"".join(lines[j * n // 8 : (j + 1) * n // 8])))
+        parts.append(str(p))
+    one = d / "big.txt.zst"
+    one.write_bytes(zstandard.ZstdCompressor().compress(data))
+    return {"file": str(src), "parts": parts, "one": str(one), "size": len(data)}
+
+
+MEMORY_ROUTES = ["file", "file -j 1", "stdin < file", "pipe", "parts", "parts -j 1", "one .zst"]
+
+
+@pytest.mark.parametrize("route", MEMORY_ROUTES)
+def test_the_whole_process_tree_stays_within_the_budget(tmp_path, memory_inputs, route):
+    """Peak proportional set size of kxtool and every worker, sampled, against --memory plus
+    64 MiB for the interpreters; the output must be complete."""
+    budget = 64 << 20
+    out = tmp_path / "out.txt"
+    argv = [sys.executable, "-m", "kxtool", "shuffle", "--memory", "64M", "--seed", "3",
+            "-o", str(out), "--tmp-dir", str(tmp_path)]
+    stdin = None
+    cat = None
+    if route.startswith("file"):
+        argv.append(memory_inputs["file"])
+    elif route == "stdin < file":
+        stdin = open(memory_inputs["file"], "rb")  # noqa: SIM115 - closed below
+    elif route == "pipe":
+        cat = subprocess.Popen(["cat", memory_inputs["file"]], stdout=subprocess.PIPE)
+        stdin = cat.stdout
+    elif route.startswith("parts"):
+        argv += memory_inputs["parts"]
+    else:
+        argv.append(memory_inputs["one"])
+    if route.endswith("-j 1"):
+        argv += ["--jobs", "1"]
+    try:
+        m = _tree_peak(argv, stdin=stdin)
+    finally:
+        if stdin is not None:
+            stdin.close()
+        if cat is not None:
+            cat.wait()
+    assert m.returncode == 0, m.stderr
+    assert out.stat().st_size == memory_inputs["size"]
+    assert m.peak_pss * 1024 <= budget + (64 << 20), (m.peak_pss, m.peak_rss)

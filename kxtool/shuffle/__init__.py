@@ -69,6 +69,7 @@ from .plan import (
     IN_MEMORY_SHARE,
     MIN_MEMORY,
     PILE_SHARE,
+    UNIT_PEAK,
     _check_space,
     _pile_bits_for,
     _planning_size,
@@ -264,9 +265,9 @@ def _shuffle_paths(
         raise KxError("--jobs must be at least 1")
     unit = _work_unit(budget, planning_total, jobs)
     reader = _Reader(paths, sep, header, unit // 2, budget // 4, progress, known_total)
-    in_memory_limit = int(IN_MEMORY_SHARE * budget)
-    if jobs > 1:  # room for the workers' batches while the main process still holds chunks
-        in_memory_limit = max(in_memory_limit // 2, in_memory_limit - 3 * jobs * unit)
+    # what may wait in memory while the input might still fit: the rest of the budget must
+    # hold what spilling it then takes, a work unit's peak in each process that works on it
+    in_memory_limit = int(min(IN_MEMORY_SHARE * budget, budget - UNIT_PEAK * unit * jobs))
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
