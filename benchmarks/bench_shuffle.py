@@ -1,12 +1,26 @@
-"""Benchmark `kxtool shuffle` against GNU shuf, cat and cp on one generated file.
+"""Benchmark `kxtool shuffle` against GNU shuf and terashuf, interleaved, with honest memory.
 
-    python benchmarks/bench_shuffle.py [--size 2G] [--memory 512M] [--dir DIR] [--update]
+    python benchmarks/bench_shuffle.py [--size 2G] [--memory 512M] [--mode file|parts|small]
+                                       [--repeat 3] [--terashuf] [--dir DIR] [--update]
 
-Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes, then times in
-one run: `cat FILE > /dev/null`, `cp FILE`, GNU `shuf FILE -o OUT` and
-`kxtool shuffle FILE --memory M -o OUT` (with its default workers, and with `--jobs 1`), each
-for wall time and the peak resident memory of all its processes together. Prints a
-Markdown table; `--update` also writes it into BENCHMARKS.md.
+Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes. Modes:
+
+- ``file``: the file itself. Peers: `cat > /dev/null`, the I/O floor (`cp` the input to a
+  temporary file and that file to the output: what any two-pass shuffle must move), GNU
+  `shuf`, terashuf (``--terashuf``: built from ../shared/peers/terashuf with g++, MEMORY in
+  GiB as --memory); kxtool with its default workers and with `--jobs 1` (GNU shuf uses one
+  core).
+- ``parts``: the file cut into 20 parts, compressed with gzip and with zstd; kxtool on the
+  parts against `zcat parts | shuf` and `zstdcat parts | shuf`.
+- ``small``: a 300 MB file with kxtool's default budget (in memory, where start-up counts).
+
+Every command runs once per round, rounds interleaved, so that drifts in the machine's load hit
+all alike. Reported per command: every round's wall time, the **median** (the headline), CPU
+(user + system of the whole process tree, median), and the peak memory of the whole process
+tree sampled every 20 ms as PSS (``/proc/PID/smaps_rollup``: shared pages divided among the
+processes that map them) and, for comparison, as a sum of RSS (which counts shared pages once
+per process). The load average is printed before and after. ``--update`` writes the table
+into BENCHMARKS.md under the mode's section.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -24,8 +39,13 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from procmem import run_measured  # noqa: E402
 
 from kxtool.textio import parse_size  # noqa: E402
+
+PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 
 
 def generate(path: str, total: int, seed: int = 0) -> None:
@@ -48,6 +68,13 @@ def generate(path: str, total: int, seed: int = 0) -> None:
     os.replace(tmp, path)
 
 
+def decimal_size(text: str) -> int:
+    """``2G`` is 2 GB (10^9) here, as in the issues; a bare number is bytes."""
+    t = text.strip().upper().rstrip("B")
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(t[-1:], 1)
+    return int(float(t[:-1] if scale > 1 else t) * scale)
+
+
 def count_lines(path: str) -> int:
     n = 0
     with open(path, "rb") as f:
@@ -56,118 +83,166 @@ def count_lines(path: str) -> int:
     return n
 
 
-def _tree_rss_kib(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, in KiB (from /proc)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ppid = int(fields[1])
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
-            children.setdefault(ppid, []).append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, []))
-    return total
+def make_parts(src: str, directory: str, n: int) -> tuple[list[str], list[str]]:
+    """``src`` cut into ``n`` parts of whole lines, each gzip'd and zstd'd (cached)."""
+    gz = [os.path.join(directory, f"part-{j:02d}.txt.gz") for j in range(n)]
+    zst = [os.path.join(directory, f"part-{j:02d}.txt.zst") for j in range(n)]
+    if all(os.path.exists(p) for p in gz + zst):
+        return gz, zst
+    print(f"cutting {src} into {n} compressed parts ...", file=sys.stderr)
+    prefix = os.path.join(directory, "part-")
+    subprocess.run(["split", "-n", f"l/{n}", "-d", "-a", "2", src, prefix], check=True)
+    for j in range(n):
+        plain = f"{prefix}{j:02d}"
+        subprocess.run(f"gzip -c {plain} > {gz[j]}.tmp && mv {gz[j]}.tmp {gz[j]}", shell=True,
+                       check=True)
+        subprocess.run(["zstd", "-q", "-f", plain, "-o", zst[j]], check=True)
+        os.unlink(plain)
+    return gz, zst
 
 
-def timed(cmd: str) -> tuple[float, int, float]:
-    """Wall seconds, peak resident memory (KiB) and CPU seconds (user + system) of a shell
-    command and all its processes. Memory is sampled every 20 ms and summed over processes
-    (pages they share count once each, so it errs high)."""
+def build_terashuf(directory: str) -> str | None:
+    src = os.path.join(PEERS, "terashuf", "terashuf.cc")
+    exe = os.path.join(directory, "terashuf")
+    if os.path.exists(exe):
+        return exe
+    if not os.path.exists(src) or shutil.which("g++") is None:
+        print("terashuf: no source or no g++, skipped", file=sys.stderr)
+        return None
+    subprocess.run(["g++", "-std=c++11", "-O3", "-o", exe, src], check=True)
+    return exe
+
+
+def measure(cmd: str) -> tuple[float, float, int, int]:
+    """Wall seconds, CPU seconds (user + system, whole tree), peak PSS and peak RSS (KiB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.Popen(["bash", "-c", cmd], stderr=subprocess.PIPE)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss_kib(proc.pid))
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
+    m = run_measured(["bash", "-c", cmd], stdout=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if m.returncode != 0:
+        raise SystemExit(f"failed: {cmd}\n{m.stderr.decode()}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {cmd}\n{proc.stderr.read().decode()}")
-    return wall, peak, cpu
+    return m.seconds, cpu, m.peak_pss, m.peak_rss
+
+
+def cases_for(args, src: str, directory: str) -> tuple[list[tuple[str, str]], str, str]:
+    """The commands of a mode, the peer the headline compares with, and the kxtool case."""
+    out = os.path.join(directory, "out.txt")
+    tmp = os.path.join(directory, "floor.tmp")
+    kx = shutil.which("kxtool") or f"{sys.executable} -m kxtool"
+    mem = args.memory
+    if args.mode == "parts":
+        gz, zst = make_parts(src, directory, args.parts)
+        return (
+            [
+                ("zcat parts | shuf", f"zcat {' '.join(gz)} | shuf -o {out}"),
+                ("zstdcat parts | shuf", f"zstdcat {' '.join(zst)} | shuf -o {out}"),
+                (f"kxtool shuffle gz parts --memory {mem}",
+                 f"{kx} shuffle {' '.join(gz)} --memory {mem} --seed 1 -o {out}"),
+                (f"kxtool shuffle zst parts --memory {mem}",
+                 f"{kx} shuffle {' '.join(zst)} --memory {mem} --seed 1 -o {out}"),
+            ],
+            "zcat parts | shuf",
+            f"kxtool shuffle gz parts --memory {mem}",
+        )
+    if args.mode == "small":
+        return (
+            [
+                ("cat > /dev/null", f"cat {src} > /dev/null"),
+                ("GNU shuf", f"shuf {src} -o {out}"),
+                ("kxtool shuffle (default budget)", f"{kx} shuffle {src} --seed 1 -o {out}"),
+            ],
+            "GNU shuf",
+            "kxtool shuffle (default budget)",
+        )
+    cases = [
+        ("cat > /dev/null", f"cat {src} > /dev/null"),
+        ("I/O floor (cp in > tmp, cp tmp > out)", f"cp {src} {tmp} && cp {tmp} {out} && rm {tmp}"),
+        ("GNU shuf", f"shuf {src} -o {out}"),
+    ]
+    if args.terashuf:
+        exe = build_terashuf(directory)
+        if exe:
+            gib = parse_size(mem) / (1 << 30)
+            cases.append(
+                (f"terashuf MEMORY={gib:g}",
+                 f"MEMORY={gib:g} TMPDIR={directory} SEED=1 {exe} < {src} > {out}")
+            )
+    cases += [
+        (f"kxtool shuffle --memory {mem}",
+         f"{kx} shuffle {src} --memory {mem} --seed 1 -o {out} -T {directory}"),
+        (f"kxtool shuffle --memory {mem} --jobs 1",
+         f"{kx} shuffle {src} --memory {mem} --seed 1 --jobs 1 -o {out} -T {directory}"),
+    ]
+    return cases, "GNU shuf", f"kxtool shuffle --memory {mem}"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="2G")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default=None, help="input size (default 2G; small mode: 300M)")
     ap.add_argument("--memory", default="512M")
+    ap.add_argument("--mode", choices=("file", "parts", "small"), default="file")
+    ap.add_argument("--parts", type=int, default=20)
+    ap.add_argument("--terashuf", action="store_true", help="also time terashuf (file mode)")
     ap.add_argument("--dir", default=os.path.join(ROOT, "benchmarks", "data"))
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--update", action="store_true")
     args = ap.parse_args()
 
-    size = parse_size(args.size)
-    if size >= 1 << 30:
-        size = int(size / (1 << 30) * 1e9)  # "2G" means 2 GB here, as in the issue
+    size = decimal_size(args.size or ("300M" if args.mode == "small" else "2G"))
     os.makedirs(args.dir, exist_ok=True)
     src = os.path.join(args.dir, f"lines-{size}.txt")
     if not os.path.exists(src):
         print(f"generating {src} ...", file=sys.stderr)
         generate(src, size)
     nbytes = os.path.getsize(src)
-    out = os.path.join(args.dir, "out.txt")
-    kxtool = shutil.which("kxtool") or f"{sys.executable} -m kxtool"
-    cases = [
-        ("cat > /dev/null", f"cat {src} > /dev/null"),
-        ("cp", f"cp {src} {out}"),
-        ("GNU shuf", f"shuf {src} -o {out}"),
-        (f"kxtool shuffle --memory {args.memory}",
-         f"{kxtool} shuffle {src} --memory {args.memory} --seed 1 -o {out}"),
-        (f"kxtool shuffle --memory {args.memory} --jobs 1",
-         f"{kxtool} shuffle {src} --memory {args.memory} --seed 1 --jobs 1 -o {out}"),
-    ]
-    load = os.getloadavg()[0]
-    rows = []
-    results: dict[str, tuple[float, int, float]] = {}
-    walls: dict[str, list[float]] = {name: [] for name, _ in cases}
-    # rounds: every command once per round, so that drifts in the machine's load hit all alike
-    for _ in range(args.repeat):
+    directory = os.path.join(args.dir, f"{args.mode}-{size}")
+    os.makedirs(directory, exist_ok=True)
+    cases, peer, kxcase = cases_for(args, src, directory)
+    out = os.path.join(directory, "out.txt")
+
+    load_before = os.getloadavg()
+    runs: dict[str, list[tuple[float, float, int, int]]] = {name: [] for name, _ in cases}
+    for r in range(args.repeat):
         for name, cmd in cases:
             if os.path.exists(out):
                 os.unlink(out)
-            wall, rss, cpu = timed(cmd)
-            walls[name].append(wall)
-            best = results.get(name)
-            if best is None or wall < best[0]:
-                results[name] = (wall, rss, cpu)
-            print(f"{name}: {wall:.2f} s, {rss / 1024:.0f} MiB, {cpu:.1f} CPU s", file=sys.stderr)
+            res = measure(cmd)
+            runs[name].append(res)
+            print(f"round {r + 1} {name}: {res[0]:.2f} s, {res[1]:.1f} CPU s, "
+                  f"PSS {res[2] / 1024:.0f} MiB, RSS {res[3] / 1024:.0f} MiB", file=sys.stderr)
     if os.path.exists(out):
         os.unlink(out)
-    shuf_wall, shuf_rss, _shuf_cpu = results["GNU shuf"]
+    load_after = os.getloadavg()
+
+    def med(name: str, i: int) -> float:
+        return statistics.median(x[i] for x in runs[name])
+
+    rows = []
     for name, _ in cases:
-        wall, rss, cpu = results[name]
+        wall = med(name, 0)
         rows.append(
-            f"| {name} | {wall:.2f} | {' / '.join(f'{w:.1f}' for w in walls[name])} | "
-            f"{cpu:.1f} | {nbytes / wall / 1e6:.0f} | {rss / 1024:.0f} | "
-            f"{shuf_wall / wall:.2f}x | {rss / shuf_rss:.2f} |"
+            f"| {name} | **{wall:.2f}** | {' / '.join(f'{x[0]:.2f}' for x in runs[name])} | "
+            f"{med(name, 1):.1f} | {nbytes / wall / 1e6:.0f} | "
+            f"{max(x[2] for x in runs[name]) / 1024:.0f} | "
+            f"{max(x[3] for x in runs[name]) / 1024:.0f} | {med(peer, 0) / wall:.2f}x |"
         )
-    kx_wall, kx_rss, _kx_cpu = results[f"kxtool shuffle --memory {args.memory}"]
+    kx_wall, kx_pss = med(kxcase, 0), max(x[2] for x in runs[kxcase])
+    peer_pss = max(x[2] for x in runs[peer])
     verdict = (
-        f"kxtool: {shuf_wall / kx_wall:.2f}x GNU shuf's throughput at "
-        f"{kx_rss / shuf_rss:.2f} of its peak memory (target: >= 1.5x at <= 0.25)."
+        f"Median: {kxcase} is {med(peer, 0) / kx_wall:.2f}x {peer}'s throughput at "
+        f"{kx_pss / peer_pss:.2f} of its peak memory (PSS)."
     )
+    what = {"file": "the file", "parts": f"{args.parts} gzip and zstd parts of the file",
+            "small": "the file"}[args.mode]
     table = "\n".join(
         [
-            f"File: {nbytes / 1e9:.2f} GB, {count_lines(src):,} lines of 20-200 "
-            f"random printable bytes. Machine: {os.cpu_count()} cores, {platform.machine()}, "
-            f"Python {platform.python_version()}; {args.repeat} rounds (each command once per "
-            f"round), best round shown; load average before the run {load:.2f}. CPU is user +"
-            " system seconds of all the command's processes in its best round; peak RSS is"
-            " summed over them.",
+            f"Input: {what}; {nbytes / 1e9:.2f} GB, {count_lines(src):,} lines of 20-200 random"
+            f" printable bytes. Machine: {os.cpu_count()} cores, {platform.machine()}, Python"
+            f" {platform.python_version()}. {args.repeat} interleaved rounds; load average"
+            f" {load_before[0]:.2f} before, {load_after[0]:.2f} after.",
             "",
-            "| command | wall s | every round, s | CPU s | MB/s | peak RSS MiB | speed vs shuf |"
-            " memory vs shuf |",
+            "| command | median wall s | every round, s | CPU s (median) | MB/s (median) |"
+            " peak PSS MiB | peak RSS sum MiB | speed vs " + peer + " |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *rows,
             "",
@@ -178,15 +253,17 @@ def main() -> None:
     if args.update:
         path = os.path.join(ROOT, "BENCHMARKS.md")
         text = open(path, encoding="utf-8").read()
-        start = text.index("<!-- section:shuffle -->") + len("<!-- section:shuffle -->")
-        end = text.index("<!-- /section:shuffle -->")
+        tag = f"shuffle-{args.mode}"
+        begin, end = f"<!-- section:{tag} -->", f"<!-- /section:{tag} -->"
         command = "python benchmarks/bench_shuffle.py " + " ".join(sys.argv[1:])
-        body = (
-            "\n## `kxtool shuffle`\n\n"
-            f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}).\n\n{table}\n"
-        )
+        body = f"\nCommand: `{command.strip()}` ({time.strftime('%Y-%m-%d')}).\n\n{table}\n"
+        if begin in text:
+            a = text.index(begin) + len(begin)
+            text = text[:a] + body + text[text.index(end):]
+        else:
+            text = text.rstrip("\n") + f"\n\n{begin}{body}{end}\n"
         with open(path, "w", encoding="utf-8") as f:
-            f.write(text[:start] + body + text[end:])
+            f.write(text)
 
 
 if __name__ == "__main__":
