@@ -368,47 +368,58 @@ def _select_block(scores: np.ndarray, k: int, groups: int) -> tuple[np.ndarray, 
     return out_c, out_v
 
 
+def _fixed_sums(A: np.ndarray, B: np.ndarray, op: str) -> np.ndarray:
+    """Per column of the ``(d, m)`` float32 arrays, the float64 sum over the d rows, in row
+    order, of ``A*B`` (``op="dot"``) or ``(A-B)^2`` (``op="sq"``): one elementwise numpy
+    operation per row, no BLAS and no reassociation. Float32 products are exact in float64."""
+    m = A.shape[1]
+    acc = np.zeros(m)
+    tmp = np.empty(m)
+    for t in range(A.shape[0]):
+        if op == "sq":
+            np.subtract(A[t], B[t], out=tmp, dtype=np.float64)
+            tmp *= tmp
+        else:
+            np.multiply(A[t], B[t], out=tmp, dtype=np.float64)
+        acc += tmp
+    return acc
+
+
+def _gather_t(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a[rows].T)
+
+
 def _rescore(
     q: np.ndarray, b: np.ndarray, qi: np.ndarray, bj: np.ndarray, metric: str
 ) -> np.ndarray:
     """The float64 scores of the pairs ``(q[qi], b[bj])`` from the float32 input rows: cosine
     ``x.y / sqrt(|x|^2 |y|^2)`` (0 with a zero row), ``x.y``, or ``-|x - y|^2 / 2``.
 
-    Every sum runs over the dimensions in order, one elementwise numpy operation per
-    dimension (no BLAS, no reassociation), so a pair's score depends only on its two vectors:
-    identical rows score bitwise the same, wherever they are and whatever else is computed.
-    Products of float32 numbers are exact in float64."""
+    Every sum runs over the dimensions in order (:func:`_fixed_sums`), so a pair's score
+    depends only on its two vectors: identical rows score bitwise the same, wherever they are
+    and whatever else is computed."""
     out = np.empty(len(qi))
-    d = q.shape[1]
     step = 2048  # pairs at a time: their transposed rows stay in cache
+    if metric == "cosine":  # squared norms once per row involved, by the same fixed sums
+        uq, qpos = np.unique(qi, return_inverse=True)
+        ub, bpos = np.unique(bj, return_inverse=True)
+        qsq, bsq = np.empty(len(uq)), np.empty(len(ub))
+        for rows, a, dst in ((uq, q, qsq), (ub, b, bsq)):
+            for s in range(0, len(rows), step):
+                A = _gather_t(a, rows[s : s + step])
+                dst[s : s + step] = _fixed_sums(A, A, "dot")
     for s in range(0, len(qi), step):
-        A = np.ascontiguousarray(q[qi[s : s + step]].T)
-        B = np.ascontiguousarray(b[bj[s : s + step]].T)
-        m = A.shape[1]
-        tmp = np.empty(m)
+        A = _gather_t(q, qi[s : s + step])
+        B = _gather_t(b, bj[s : s + step])
         if metric == "euclidean":
-            acc = np.zeros(m)
-            for t in range(d):
-                np.subtract(A[t], B[t], out=tmp, dtype=np.float64)
-                tmp *= tmp
-                acc += tmp
-            out[s : s + m] = -0.5 * acc
+            out[s : s + step] = -0.5 * _fixed_sums(A, B, "sq")
             continue
-        ab = np.zeros(m)
-        for t in range(d):
-            np.multiply(A[t], B[t], out=tmp, dtype=np.float64)
-            ab += tmp
+        ab = _fixed_sums(A, B, "dot")
         if metric == "ip":
-            out[s : s + m] = ab
+            out[s : s + step] = ab
             continue
-        aa, bb = np.zeros(m), np.zeros(m)
-        for t in range(d):
-            np.multiply(A[t], A[t], out=tmp, dtype=np.float64)
-            aa += tmp
-            np.multiply(B[t], B[t], out=tmp, dtype=np.float64)
-            bb += tmp
-        den = np.sqrt(aa * bb)
-        out[s : s + m] = np.divide(ab, den, out=np.zeros(m), where=den > 0)
+        den = np.sqrt(qsq[qpos[s : s + step]] * bsq[bpos[s : s + step]])
+        out[s : s + step] = np.divide(ab, den, out=np.zeros(len(ab)), where=den > 0)
     return out
 
 
@@ -434,13 +445,15 @@ def _order_bands(
     member = np.zeros(len(row), dtype=bool)
     member[:-1] |= tied
     member[1:] |= tied
+    at = np.flatnonzero(member)  # runs are contiguous: re-order the members in place
     exact = np.full(len(row), np.nan)
-    exact[member] = _rescore(q, b, row[member], col[member], metric)
-    run = np.zeros(len(row), dtype=np.int64)  # runs of near-ties, numbered along the rows
-    np.cumsum(~tied, out=run[1:])
-    order = np.lexsort((col, np.where(member, -exact, 0.0), run))
+    sc = _rescore(q, b, row[at], col[at], metric)
+    run = np.cumsum(np.r_[True, ~tied])[at]
+    order = np.lexsort((col[at], -sc, run))
+    col, val = col.copy(), val.copy()
+    col[at], val[at], exact[at] = col[at][order], val[at][order], sc[order]
     starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    take = order[starts[:, None] + np.arange(k)[None, :]]
+    take = starts[:, None] + np.arange(k)[None, :]
     return col[take], val[take], exact[take]
 
 
