@@ -132,7 +132,12 @@ def fourth_root_bound(n_words: int) -> float:
 
 @dataclass(frozen=True)
 class DimEstimate:
-    """One estimate: the whole dimension ``dim`` and the real-valued ``bound`` behind it."""
+    """One estimate: the whole dimension ``dim`` and the real-valued ``bound`` behind it.
+
+    >>> e = estimate_dim(1_000_000)
+    >>> e.method, e.vocab, e.dim, round(e.bound, 2), e.formula
+    ('entropy', 1000000, 116, 115.08, 'n > 8.33 ln N')
+    """
 
     method: str
     vocab: int
@@ -167,7 +172,7 @@ def estimate_dim(n_words: int, method: str = "entropy", *, eps: float = 0.1) -> 
     >>> estimate_dim(100_000).dim
     96
     >>> round(estimate_dim(5_000_000).bound, 2), estimate_dim(5_000_000).dim
-    (128.5, 129)
+    (128.49, 129)
     """
     n = _check_vocab(n_words)
     info = METHODS.get(method)
@@ -192,7 +197,11 @@ def estimate_dim(n_words: int, method: str = "entropy", *, eps: float = 0.1) -> 
 def estimate_dims(
     vocab_sizes: Iterable[int], methods: Sequence[str] = ("entropy",), *, eps: float = 0.1
 ) -> list[DimEstimate]:
-    """Every method for every vocabulary size, vocabulary-major."""
+    """Every method for every vocabulary size, vocabulary-major.
+
+    >>> [(e.method, e.vocab, e.dim) for e in estimate_dims([10_000, 1_000_000], ["entropy", "jl"])]
+    [('entropy', 10000, 77), ('jl', 10000, 7895), ('entropy', 1000000, 116), ('jl', 1000000, 11842)]
+    """
     return [estimate_dim(n, m, eps=eps) for n in vocab_sizes for m in methods]
 
 
@@ -303,6 +312,13 @@ def count_vocab(
     (a block without CJK text is cut in one call, which gives the same tokens). Stopwords are
     kept by default (``stopwords="none"``): a word-vector vocabulary has its function words.
     Memory grows with the number of distinct tokens, not with the corpus.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "corpus.txt")
+    >>> _ = open(p, "w").write("the cat sat on the mat\\nthe dog sat on the log\\n")
+    >>> c = count_vocab(p)
+    >>> c.vocab, c.tokens
+    (7, 12)
     """
     p = os.fspath(path)
     if min_count < 1:
@@ -630,7 +646,13 @@ def pip_loss_curve(
 class PipResult:
     """The PIP-loss estimate. ``dim`` minimises ``pip_loss`` (``pip_loss[k-1]`` is the loss
     at dimension k); ``spectrum`` holds the leading singular values of the PMI matrix,
-    ``rank`` how many exceed the noise threshold ``threshold = 2 sigma sqrt(V)``."""
+    ``rank`` how many exceed the noise threshold ``threshold = 2 sigma sqrt(V)``.
+
+    See :func:`pip_dimension` for an example; ``as_dict()`` is the JSON form:
+
+    >>> sorted(PipResult(3, 60, 36000, 5, 0.5, 0.1, 0.9, 4, [9.0], [1.0, 0.5, 0.2]).as_dict())[:4]
+    ['alpha', 'at_max_dim', 'dim', 'method']
+    """
 
     dim: int
     vocab: int
@@ -799,6 +821,17 @@ def pip_dimension(
 
     Then :func:`pip_from_counts`. ``pip_loss`` in the result is the curve for k = 1..rank
     (``max_dim`` caps it).
+
+    >>> import os, random, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "topics.txt")
+    >>> rng, words = random.Random(0), [f"w{i}" for i in range(60)]
+    >>> with open(p, "w") as f:  # three topics of 20 words each
+    ...     for i in range(3000):
+    ...         topic = words[20 * (i % 3) : 20 * (i % 3 + 1)]
+    ...         _ = f.write(" ".join(rng.choice(topic) for _ in range(12)) + "\\n")
+    >>> r = pip_dimension(p, top=60)
+    >>> r.dim, r.vocab, r.tokens
+    (3, 60, 36000)
     """
     if max_dim is not None and max_dim < 1:
         raise KxError(f"--max-dim must be at least 1, got {max_dim}")

@@ -9,6 +9,12 @@ class KxError(Exception):
     Engines raise it for missing files, malformed input (naming file and line), budgets that
     are too small, a full disk and the like. The CLI prints ``kxtool: error: <message>`` on
     stderr and exits with ``exit_code``.
+
+    >>> try:
+    ...     raise KxError("cannot open 'x.txt': No such file or directory")
+    ... except KxError as e:
+    ...     print(e.message, e.exit_code)
+    cannot open 'x.txt': No such file or directory 1
     """
 
     def __init__(self, message: str, exit_code: int = 1) -> None:

@@ -164,6 +164,11 @@ class Tokenizer:
     ``"zh"`` (always jieba) or ``"en"`` (always the word regex). ``lowercase``: fold case.
     ``stopwords``: ``"default"`` (built-in English + Chinese lists), ``"none"``, a file path
     (one word per line) or a set of strings; matched case-insensitively.
+
+    >>> Tokenizer()("I don't like the cold.")
+    ["n't", 'like', 'cold']
+    >>> Tokenizer(stopwords="none", lowercase=False)("Don't panic")
+    ['Do', "n't", 'panic']
     """
 
     def __init__(
@@ -223,7 +228,11 @@ class Tokenizer:
 
 
 def tokenize(text: str, **kw: Any) -> list[str]:
-    """``Tokenizer(**kw)(text)`` with the tokenizer built once per distinct set of options."""
+    """``Tokenizer(**kw)(text)`` with the tokenizer built once per distinct set of options.
+
+    >>> tokenize("The cat sat on the mat.", stopwords="none")
+    ['the', 'cat', 'sat', 'on', 'the', 'mat']
+    """
     return _cached_tokenizer(tuple(sorted(kw.items(), key=lambda kv: kv[0])))(text)
 
 

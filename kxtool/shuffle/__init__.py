@@ -93,7 +93,15 @@ __all__ = [
 
 @dataclass
 class ShuffleResult:
-    """What :func:`shuffle_files` did."""
+    """What :func:`shuffle_files` did.
+
+    >>> import os, tempfile
+    >>> src = os.path.join(tempfile.mkdtemp(), "in.txt")
+    >>> _ = open(src, "w").write("a\\nb\\nc\\n")
+    >>> r = shuffle_files(src, src + ".out", seed=1)
+    >>> r.records, r.bytes, r.in_memory, r.outputs == [src + ".out"]
+    (3, 6, True, True)
+    """
 
     seed: int
     records: int
@@ -212,6 +220,17 @@ def shuffle_files(
     ``zero_terminated``; a missing final terminator is added. Inputs that do not fit in memory
     are shuffled by ``jobs`` worker processes (default :func:`default_jobs`); the output does
     not depend on their number. Raises :class:`KxError`.
+
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> src, out = os.path.join(d, "in.txt"), os.path.join(d, "out.txt")
+    >>> _ = open(src, "w").write("".join(f"line {i}\\n" for i in range(5)))
+    >>> r = shuffle_files(src, out, memory="64M", seed=7)
+    >>> r.records, sorted(open(out).read().splitlines()) == [f"line {i}" for i in range(5)]
+    (5, True)
+    >>> _ = shuffle_files(src, os.path.join(d, "again.txt"), seed=7)  # same seed, same order
+    >>> open(out).read() == open(os.path.join(d, "again.txt")).read()
+    True
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
