@@ -171,12 +171,13 @@ class _Pool:
     ) -> tuple[_Runs, list[bytes]]:
         """Hand each input file (a *part*, typically compressed) to whichever worker is free:
         workers decompress and read whole parts themselves, in parallel. A part's first
-        record index is known once every part before it is read to its end; a worker that
-        is ahead keeps what it reads meanwhile (in memory up to its share, then parked in its
-        temporary file) and keys it when its index arrives. Returns the runs and the header
-        lines taken from the first part."""
+        record index is known once every part before it has been read to its end. A worker
+        that has read a part whose index is not known yet keeps its records (in memory up to
+        its work unit, the rest parked in its run file) and takes the next part meanwhile; it
+        keys them when the index arrives. Returns the runs and the header lines taken from
+        the first part."""
         free = list(range(len(self.workers)))
-        holder: dict[int, int] = {}  # part index -> worker reading it
+        holder: dict[int, int] = {}  # part index -> the worker that reads or keeps it
         known = {0: 0}  # part index -> index of its first record (contiguous from part 0)
         frontier = 0  # the last part whose first index is known
         counts: dict[int, int] = {}  # part index -> records, once read to its end
@@ -209,7 +210,7 @@ class _Pool:
                 break
             for w in self._wait():
                 msg = self._recv(w)
-                if msg[0] == "parted":  # a part read to its end: the next one's index follows
+                if msg[0] == "parted":  # read to its end: the next part's index follows
                     _, j, n, lines = msg
                     if j == 0:
                         head = lines
@@ -219,13 +220,14 @@ class _Pool:
                         frontier += 1
                     for part, hw in holder.items():
                         if part in known and part not in sent:
-                            send(hw, ("start", known[part]))
+                            send(hw, ("start", part, known[part]))
                             sent.add(part)
-                elif msg[0] == "ready":
+                elif msg[0] == "free":  # the worker can take another part
+                    free.append(w)
+                elif msg[0] == "keyed":  # every record of the part is keyed and spilled
                     j = msg[1]
                     holder.pop(j)
                     done_bytes += sizes[j]
-                    free.append(w)
                     if progress is not None:
                         progress("reading", done_bytes, total)
         return self._collect_runs(), head
@@ -333,6 +335,7 @@ def _worker(
     unit_max_record = max_record
     try:
         spiller = _Spiller(runs, unit)
+        parts = _Parts(conn, seed, sep, unit, max_record, spiller, runs)
         while True:
             msg = conn.recv()
             kind = msg[0]
@@ -359,10 +362,10 @@ def _worker(
                 conn.send(("ready", index))
             elif kind == "part":
                 _, index, path, header, first = msg
-                n, lines = _read_part(
-                    conn, path, header, first, seed, sep, unit, max_record, spiller, runs, index
-                )
-                conn.send(("ready", index))
+                parts.read(index, path, header, first)
+                conn.send(("free",))
+            elif kind == "start":
+                parts.start(msg[1], msg[2])
             elif kind == "end":
                 spiller.flush()
                 runs.close()
@@ -415,63 +418,74 @@ def _drain_to_file(
         out.close()
 
 
-def _read_part(
-    conn: Connection,
-    path: str,
-    header: int,
-    first: int | None,
-    seed: int,
-    sep: bytes,
-    unit: int,
-    max_record: int,
-    spiller: _Spiller,
-    runs: _Runs,
-    index: int,
-) -> tuple[int, list[bytes]]:
-    """Pass 1 over a whole input file in a worker: read (decompress) it, key its records
-    from ``first`` on and spill them. While ``first`` is unknown (parts before this one are
-    still being read), chunks wait: in memory up to ``unit`` bytes, the rest parked in the
-    run file; the main process sends ``("start", first)`` once it is known, which is looked
-    for between chunks. Sends ``("parted", index, records, header lines)`` when the file has
-    been read to its end, and returns the same."""
-    reader = _Reader([path], sep, header, unit // 2, max_record, None, None)
-    waiting: list[tuple[int, np.ndarray | tuple[int, int], int]] = []  # (local, data, count)
-    held = 0
-    local = 0  # records of this part before the current chunk
+class _Parts:
+    """Pass 1 over whole input files in a worker (see :meth:`_Pool.pass1_parts`): read
+    (decompress) a part, key its records from its first index on and spill them. While a
+    part's first index is unknown its chunks wait: in memory up to ``unit`` bytes over all
+    parts, the rest parked in the run file. ``("start", part, first)`` from the main process is
+    looked for between chunks; a part is reported ``("keyed", part)`` once all its records are
+    spilled."""
 
-    def take_start() -> None:
-        nonlocal first
-        if first is None and conn.poll():
-            reply = conn.recv()
-            if reply[0] != "start":
-                raise KxError("internal error: a worker expected the index of its first record")
-            first = reply[1]
+    def __init__(
+        self,
+        conn: Connection,
+        seed: int,
+        sep: bytes,
+        unit: int,
+        max_record: int,
+        spiller: _Spiller,
+        runs: _Runs,
+    ) -> None:
+        self.conn = conn
+        self.seed = seed
+        self.sep = sep
+        self.unit = unit
+        self.max_record = max_record
+        self.spiller = spiller
+        self.runs = runs
+        self.first: dict[int, int] = {}  # part -> index of its first record, once known
+        self.waiting: dict[int, list[tuple[int, Any, int]]] = {}  # part -> (local, data, n)
+        self.held = 0  # bytes waiting in memory
+        self.read_to_end: set[int] = set()
 
-    def key_waiting() -> None:
-        for at, data, count in waiting:
-            if isinstance(data, tuple):  # parked in the run file
-                data = runs.unpark(*data)
-            spiller.add(data, record_keys(seed, first + at, count))
-        waiting.clear()
-
-    for chunk in reader.chunks():
-        take_start()
+    def read(self, part: int, path: str, header: int, first: int | None) -> None:
         if first is not None:
-            if waiting:
-                key_waiting()
-                held = 0
-            spiller.add(chunk.data, record_keys(seed, first + local, chunk.count))
-        elif held + chunk.nbytes <= unit:
-            waiting.append((local, chunk.data, chunk.count))
-            held += chunk.nbytes
-        else:
-            waiting.append((local, runs.park(chunk.data), chunk.count))
-        local += chunk.count
-    conn.send(("parted", index, local, reader.header))
-    if first is None:
-        reply = conn.recv()
-        if reply[0] != "start":
-            raise KxError("internal error: a worker expected the index of its first record")
-        first = reply[1]
-    key_waiting()
-    return local, reader.header
+            self.first[part] = first
+        reader = _Reader([path], self.sep, header, self.unit // 2, self.max_record, None, None)
+        local = 0  # records of this part before the current chunk
+        for chunk in reader.chunks():
+            while self.conn.poll():
+                msg = self.conn.recv()
+                if msg[0] != "start":
+                    raise KxError("internal error: a worker got a message out of turn")
+                self.start(msg[1], msg[2])
+            if part in self.first:
+                keys = record_keys(self.seed, self.first[part] + local, chunk.count)
+                self.spiller.add(chunk.data, keys)
+            else:
+                if self.held + chunk.nbytes <= self.unit:
+                    data: Any = chunk.data
+                    self.held += chunk.nbytes
+                else:
+                    data = self.runs.park(chunk.data)
+                self.waiting.setdefault(part, []).append((local, data, chunk.count))
+            local += chunk.count
+        self.conn.send(("parted", part, local, reader.header))
+        self.read_to_end.add(part)
+        self._finish(part)
+
+    def start(self, part: int, first: int) -> None:
+        """The first index of ``part`` is known: key what waits."""
+        self.first[part] = first
+        for local, data, count in self.waiting.pop(part, []):
+            if isinstance(data, tuple):  # parked in the run file
+                data = self.runs.unpark(*data)
+            else:
+                self.held -= len(data)
+            self.spiller.add(data, record_keys(self.seed, first + local, count))
+        self._finish(part)
+
+    def _finish(self, part: int) -> None:
+        if part in self.read_to_end and part in self.first and part not in self.waiting:
+            self.read_to_end.discard(part)
+            self.conn.send(("keyed", part))
