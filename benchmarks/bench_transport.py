@@ -28,13 +28,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_wmd  # noqa: E402
 
-import kxtool.wmd as wmd_mod  # noqa: E402
+import kxtool.wmd.space as wmd_space  # noqa: E402
 from kxtool import transport  # noqa: E402
+from kxtool.wmd import wmd_pairs  # noqa: E402
 
 
 def problems(model: bench_wmd.TextModel, vec, unique: int, n: int):
     got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    real = wmd_mod._emd
+    real = wmd_space._emd
 
     def record(a, b, M):  # type: ignore[no-untyped-def]
         a = np.ascontiguousarray(a, dtype=np.float64)
@@ -43,11 +44,11 @@ def problems(model: bench_wmd.TextModel, vec, unique: int, n: int):
         return real(a, b, M)
 
     A, B = model.pairs(n, unique)
-    wmd_mod._emd = record
+    wmd_space._emd = record
     try:
-        list(wmd_mod.wmd_pairs(A, B, vec))
+        list(wmd_pairs(A, B, vec))
     finally:
-        wmd_mod._emd = real
+        wmd_space._emd = real
     return got
 
 

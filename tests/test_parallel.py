@@ -4,7 +4,9 @@ executor, the context is inherited (not pickled), and errors come back as they w
 from __future__ import annotations
 
 import os
+import signal
 
+import numpy as np
 import pytest
 
 from kxtool import parallel
@@ -54,6 +56,41 @@ def test_an_error_in_a_task_reaches_the_caller_unchanged():
         with parallel.executor(jobs, {"bad": 13}) as ex:
             with pytest.raises(KxError, match="item 13 is bad"):
                 list(ex.map(_fail_on, range(40)))
+
+
+def _die_on(context, item):
+    if item == context["bad"] and os.getpid() != context["parent"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    # multiprocessing's pool replaces a dead worker but never answers for the task it held
+    with parallel.executor(2, {"bad": 5, "parent": os.getpid()}) as ex:
+        with pytest.raises(parallel.WorkerLost, match="died"):
+            list(ex.map(_die_on, range(20), window=4))
+
+
+def _big(context, item):
+    i, data = item
+    return i, data[::-1], np.full((1000, 300), i, dtype=np.float32)
+
+
+def test_big_bytes_and_arrays_travel_intact():
+    items = [(i, bytes([i]) * 100_000 + b"end") for i in range(6)]
+    with parallel.executor(2) as ex:
+        got = list(ex.map(_big, items, window=3))
+    for (i, data), (j, back, arr) in zip(items, got, strict=True):
+        assert j == i and type(back) is bytes and back == data[::-1]
+        assert arr.shape == (1000, 300) and (arr == i).all()
+
+
+def test_an_abandoned_map_leaves_the_executor_usable():
+    with parallel.executor(2, {"offset": 1}) as ex:
+        it = ex.map(_square_plus, range(50), window=4)
+        assert next(it)[0] == 1
+        it.close()  # two tasks may still be running
+        assert [v for v, _ in ex.map(_square_plus, range(10))] == [i * i + 1 for i in range(10)]
 
 
 def test_items_are_not_read_far_ahead():

@@ -365,7 +365,7 @@ def test_lazy_table_matches_full(monkeypatch):
     # big vectors are copied to float64 a word at a time as texts use them
     import importlib
 
-    engine = importlib.import_module("kxtool.wmd")
+    engine = importlib.import_module("kxtool.wmd.space")
     rng = np.random.default_rng(21)
     A, B = random_docs(rng, 30), random_docs(rng, 30)
     full = make_vectors(9)

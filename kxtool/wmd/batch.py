@@ -1,0 +1,224 @@
+"""The batch modes: paired (line i of A against line i of B, streaming) and all pairs (every
+text of A against every text of B), in this process or in worker processes through
+:mod:`kxtool.parallel`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import parallel
+from ..errors import KxError
+from ..progress import Progress
+from ..text import Tokenizer, has_cjk
+from .space import (
+    _NAN,
+    DEFAULT_REG,
+    Doc,
+    DocSpace,
+    Text,
+    WmdStats,
+    _centroids,
+    _check_reg,
+    _kind,
+    _prepare_two,
+)
+
+# ---------------------------------------------------------------------------------------------
+# paired: line i of A against line i of B
+
+
+def _zip_strict(a: Iterable[Any], b: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+    ia, ib = iter(a), iter(b)
+    sentinel = object()
+    while True:
+        x = next(ia, sentinel)
+        y = next(ib, sentinel)
+        if x is sentinel and y is sentinel:
+            return
+        if x is sentinel or y is sentinel:
+            short = "first" if x is sentinel else "second"
+            raise KxError(f"the two inputs differ in length: the {short} one is shorter")
+        yield x, y
+
+
+def _pairs_chunk(
+    work: tuple[DocSpace, Any], chunk: list[tuple[Text, Text]]
+) -> tuple[list[float], WmdStats]:
+    """A task: the scores of a chunk of pairs (and what their texts held)."""
+    space, fn = work
+    space.stats = WmdStats()
+    doc = space.doc
+    out = [fn(doc(x), doc(y)) for x, y in chunk]
+    return out, space.stats
+
+
+def wmd_pairs(
+    texts_a: Iterable[Text],
+    texts_b: Iterable[Text],
+    vectors: Any = None,
+    *,
+    metric: str = "wmd",
+    tokenizer: Tokenizer | None = None,
+    reg: float = DEFAULT_REG,
+    jobs: int = 1,
+    chunk_size: int = 128,
+    progress: Progress | None = None,
+    stats: WmdStats | None = None,
+) -> Iterator[float]:
+    """Yield ``metric`` between ``texts_a[i]`` and ``texts_b[i]``, in order, as they are read.
+
+    Both iterables are consumed in lockstep (they may be huge); differing lengths raise
+    :class:`KxError` (when the shorter one runs out). ``nan`` for a pair with a text without
+    known words. ``jobs > 1`` computes chunks of pairs in forked worker processes. ``stats``,
+    when given, is filled with token and OOV counts.
+    """
+    if metric == "sinkhorn":
+        _check_reg(reg)
+    space = DocSpace(vectors, _kind(metric), tokenizer)
+    fn = space.measure(metric, reg)
+    total = stats if stats is not None else WmdStats()
+    pairs = _zip_strict(texts_a, texts_b)
+    jobs = parallel.resolve_jobs(jobs)
+    done = 0
+    chunks: Iterator[list[tuple[Text, Text]]] = iter(())
+    if jobs > 1:
+        chunks = parallel.chunked(pairs, chunk_size)
+        first = next(chunks, None)
+        if first is None:
+            jobs = 1
+        else:
+            chunks = itertools.chain([first], chunks)
+            _warm_tokenizer(space.tokenizer, first)
+    with parallel.executor(jobs, (space, fn)) as ex:
+        if ex.jobs == 1:  # pair by pair, so that each score comes out as its lines are read
+            space.stats = total
+            for x, y in itertools.chain(itertools.chain.from_iterable(chunks), pairs):
+                yield fn(space.doc(x), space.doc(y))
+                done += 1
+                if progress is not None and done % 256 == 0:
+                    progress("pairs", done, None)
+        else:
+            results = ex.map(_pairs_chunk, chunks, window=4 * jobs)
+            for scores, st in results:
+                total.merge(st)
+                yield from scores
+                done += len(scores)
+                if progress is not None:
+                    progress("pairs", done, None)
+    if progress is not None:
+        progress("pairs", done, done)
+
+
+def _warm_tokenizer(tok: Tokenizer, sample: list[tuple[Text, Text]]) -> None:
+    """Load jieba in the parent (once, not once per worker) when Chinese text is coming."""
+    if tok.lang == "zh" or (
+        tok.lang == "auto"
+        and any(isinstance(t, str) and has_cjk(t) for pair in sample for t in pair)
+    ):
+        from ..text import warm_up
+
+        warm_up()
+
+
+# ---------------------------------------------------------------------------------------------
+# all pairs
+
+
+def _cross_row(work: dict[str, Any], i: int) -> np.ndarray:
+    """A task: row ``i`` of the all-pairs matrix."""
+    fn = work["fn"]
+    a = work["A"][i]
+    B = work["B"]
+    if work["metric"] == "wcd":
+        return _wcd_row(work["space"], work["cent"], a, B)
+    return np.fromiter((fn(a, b) for b in B), dtype=np.float64, count=len(B))
+
+
+def _cross_rows_chunk(work: dict[str, Any], rows: list[int]) -> list[np.ndarray]:
+    return [_cross_row(work, i) for i in rows]
+
+
+def _wcd_row(
+    space: DocSpace, cent: tuple[np.ndarray, np.ndarray], a: Doc, B: Sequence[Doc]
+) -> np.ndarray:
+    C, ok = cent
+    if a.empty:
+        return np.full(len(B), _NAN)
+    D = C - space.centroid(a)
+    s = np.einsum("ij,ij->i", D, D)
+    out = np.sqrt(s) if space.kind == "euclid" else 0.5 * s
+    out[~ok] = _NAN
+    return out
+
+
+def cross_rows(
+    texts_a: Iterable[Text | Doc],
+    texts_b: Iterable[Text | Doc] | None,
+    vectors: Any = None,
+    *,
+    metric: str = "wmd",
+    tokenizer: Tokenizer | None = None,
+    reg: float = DEFAULT_REG,
+    jobs: int = 1,
+    progress: Progress | None = None,
+    stats: WmdStats | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield, for each text of A, the array of its ``metric`` to every text of B (``None``:
+    B is A). All texts are read and prepared first; rows are computed in order (in worker
+    processes with ``jobs > 1``)."""
+    if metric == "sinkhorn":
+        _check_reg(reg)
+    space, A, B = _prepare_two(texts_a, texts_b, vectors, metric, tokenizer, stats)
+    fn = space.measure(metric, reg)
+    total = len(A) * len(B)
+    jobs = parallel.resolve_jobs(jobs) if len(A) > 1 else 1
+    work = dict(space=space, fn=fn, A=A, B=B, metric=metric)
+    if metric == "wcd":
+        work["cent"] = _centroids(space, B)
+    done = 0
+    with parallel.executor(jobs, work) as ex:
+        per = max(1, min(64, len(A) // (8 * jobs) or 1)) if jobs > 1 else 1
+        chunks = parallel.chunked(range(len(A)), per)
+        for rows in ex.map(_cross_rows_chunk, chunks, window=4 * jobs):
+                for row in rows:
+                    done += len(B)
+                    if progress is not None:
+                        progress("pairs", done, total)
+                    yield row
+
+
+def wmd_cross(
+    texts_a: Iterable[Text | Doc],
+    texts_b: Iterable[Text | Doc] | None = None,
+    vectors: Any = None,
+    *,
+    metric: str = "wmd",
+    tokenizer: Tokenizer | None = None,
+    reg: float = DEFAULT_REG,
+    jobs: int = 1,
+    progress: Progress | None = None,
+    stats: WmdStats | None = None,
+) -> np.ndarray:
+    """The ``(len(A), len(B))`` matrix of ``metric`` between every text of A and of B
+    (``texts_b=None``: A against itself). ``nan`` where a text has no known word."""
+    A = list(texts_a)
+    B = None if texts_b is None else list(texts_b)
+    nb = len(A) if B is None else len(B)
+    rows = list(
+        cross_rows(
+            A,
+            B,
+            vectors,
+            metric=metric,
+            tokenizer=tokenizer,
+            reg=reg,
+            jobs=jobs,
+            progress=progress,
+            stats=stats,
+        )
+    )
+    return np.array(rows, dtype=np.float64).reshape(len(A), nb)
