@@ -72,7 +72,11 @@ __all__ = [
 
 
 def k_occurrence(indices: np.ndarray, n: int | None = None) -> np.ndarray:
-    """``N_k``: how often each point appears in the neighbour lists ``indices`` (int64)."""
+    """``N_k``: how often each point appears in the neighbour lists ``indices`` (int64).
+
+    >>> k_occurrence(np.array([[1, 2], [0, 2], [1, 0], [2, 1]]), 4).tolist()  # point 3: antihub
+    [2, 3, 3, 0]
+    """
     idx = np.asarray(indices, dtype=np.int64)
     n = int(idx.max()) + 1 if n is None else int(n)
     return np.bincount(idx.ravel(), minlength=n).astype(np.int64)
@@ -202,6 +206,10 @@ def hubness_measures(
     """Every measure of the k-occurrence of the ``(n_queries, k)`` neighbour lists ``indices``.
 
     ``n`` is the number of points that can be neighbours (default: the number of queries).
+
+    >>> m = hubness_measures(np.array([[1, 2], [0, 2], [1, 0], [2, 1]]), 4)
+    >>> round(m["k_skewness"], 3), m["antihubs"], m["max_occurrence"]
+    (-0.816, 1, 3)
     """
     idx = np.asarray(indices)
     nq, k = idx.shape
@@ -303,6 +311,11 @@ def reduce_hubness(
 
     Returns ``(indices, secondary distances)`` of the best k per point (lower is better), ties
     broken by the original rank.
+
+    >>> x = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
+    >>> ind, dist = topk(x, k=3, metric="euclidean")  # candidates: every other point
+    >>> reduce_hubness(ind, dist, "mp", k=2, metric="euclidean")[0].tolist()
+    [[1, 2], [0, 2], [1, 0], [2, 1]]
     """
     ind = np.asarray(ind, dtype=np.int64)
     d = np.asarray(dist, dtype=np.float64)
@@ -492,7 +505,13 @@ def occurrence_histogram(nk: np.ndarray, k: int) -> list[tuple[int, int, int]]:
 
 @dataclass
 class HubnessReport:
-    """Everything ``kxtool hubness`` reports; :meth:`to_dict` is its JSON form."""
+    """Everything ``kxtool hubness`` reports; :meth:`to_dict` is its JSON form.
+
+    >>> x = np.random.default_rng(0).normal(size=(500, 50)).astype(np.float32)
+    >>> r = hubness_report(x, k=10, metric="euclidean")
+    >>> r.n, r.k, r.measures["k_skewness"] > 1, "measures" in r.to_dict()
+    (500, 10, True, True)
+    """
 
     source: str
     n: int
@@ -592,7 +611,13 @@ def hubness_report(
 ) -> HubnessReport:
     """k-NN lists of the rows of ``x``, their hubness measures and, with ``reduce``, the same
     after hubness reduction (see :func:`reduce_hubness`; ``candidates`` per point, default
-    ``max(100, 3k)`` capped at n - 1)."""
+    ``max(100, 3k)`` capped at n - 1).
+
+    >>> x = np.random.default_rng(0).normal(size=(500, 50)).astype(np.float32)
+    >>> r = hubness_report(x, k=10, metric="euclidean", reduce="mp")
+    >>> round(r.measures["k_skewness"], 1), round(r.reduced_measures["k_skewness"], 1)
+    (4.3, 1.1)
+    """
     if metric not in ("cosine", "euclidean"):
         raise KxError(f"unknown metric {metric!r}: use cosine or euclidean")
     assert metric in METRICS
@@ -724,6 +749,10 @@ def hubness_prior_sample(
     it fails at once; if the first batches keep nothing, or ``max_batches`` would not suffice,
     it fails naming the largest k-occurrence seen. ``info``, if given, receives ``batches``,
     ``drawn`` and ``accepted`` (how many latents of the drawn batches met the threshold).
+
+    >>> z = hubness_prior_sample(8, 20, k=5, min_occurrence=10, batch_size=500, seed=0)
+    >>> z.shape, z.dtype.name
+    ((20, 8), 'float32')
     """
     for name, v, lo in (
         ("--dim", dim, 1),

@@ -560,6 +560,11 @@ def topk(
     lower index. The order is that of each pair's float64 score summed in a fixed order (see
     the module's docstring), so it is the same whatever the BLAS kernel, ``memory`` or
     ``symmetric``: identical rows always tie, and the lower index comes first.
+
+    >>> x = np.array([[0.0], [1.0], [2.0], [10.0]], dtype=np.float32)
+    >>> ind, dist = topk(x, k=2, metric="euclidean")  # each point against the others
+    >>> ind.tolist(), dist.tolist()
+    ([[1, 2], [0, 2], [1, 0], [2, 1]], [[1.0, 2.0], [1.0, 1.0], [1.0, 2.0], [8.0, 9.0]])
     """
     if metric not in METRICS:
         raise KxError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")

@@ -75,6 +75,11 @@ def wmd_pairs(
     :class:`KxError` (when the shorter one runs out). ``nan`` for a pair with a text without
     known words. ``jobs > 1`` computes chunks of pairs in forked worker processes. ``stats``,
     when given, is filled with token and OOV counts.
+
+    >>> v = default_vectors()
+    >>> [round(d, 4) for d in wmd_pairs(["the cat sat", "stocks fell sharply"],
+    ...                                 ["a dog sat", "markets dropped"], v)]
+    [0.9422, 3.3087]
     """
     if metric == "sinkhorn":
         _check_reg(reg)
@@ -169,7 +174,11 @@ def cross_rows(
 ) -> Iterator[np.ndarray]:
     """Yield, for each text of A, the array of its ``metric`` to every text of B (``None``:
     B is A). All texts are read and prepared first; rows are computed in order (in worker
-    processes with ``jobs > 1``)."""
+    processes with ``jobs > 1``).
+
+    >>> [row.round(3).tolist() for row in cross_rows(["cat"], ["dog", "kitten"], default_vectors())]
+    [[1.884, 1.946]]
+    """
     if metric == "sinkhorn":
         _check_reg(reg)
     space, A, B = _prepare_two(texts_a, texts_b, vectors, metric, tokenizer, stats)
@@ -204,7 +213,12 @@ def wmd_cross(
     stats: WmdStats | None = None,
 ) -> np.ndarray:
     """The ``(len(A), len(B))`` matrix of ``metric`` between every text of A and of B
-    (``texts_b=None``: A against itself). ``nan`` where a text has no known word."""
+    (``texts_b=None``: A against itself). ``nan`` where a text has no known word.
+
+    >>> wmd_cross(["cat", "stock market"], ["dog", "shares"], default_vectors()).round(3)
+    array([[1.884, 7.123],
+           [6.63 , 3.55 ]])
+    """
     A = list(texts_a)
     B = None if texts_b is None else list(texts_b)
     nb = len(A) if B is None else len(B)

@@ -236,6 +236,10 @@ def search_rows(
     the other metrics compute every distance. Corpus texts without known words are never
     returned; a query without known words gets an empty list. With ``exclude_self`` corpus
     text ``i`` is never returned for query ``i`` (a collection searched against itself).
+
+    >>> rows = search_rows(["cat"], ["dog", "stock", "kitten"], default_vectors(), k=1)
+    >>> [[j for j, _ in r] for r in rows]
+    [[0]]
     """
     if k < 1:
         raise KxError(f"k must be at least 1, not {k}")
@@ -298,7 +302,14 @@ def wmd_search(
     stats: WmdStats | None = None,
     exclude_self: bool = False,
 ) -> list[list[tuple[int, float]]]:
-    """The ``k`` nearest corpus texts of every query (see :func:`search_rows`)."""
+    """The ``k`` nearest corpus texts of every query (see :func:`search_rows`).
+
+    >>> hits = wmd_search(["the cat sat on the mat", "stocks fell"],
+    ...                   ["a dog lay on a rug", "markets dropped today", "the kitten sat"],
+    ...                   default_vectors(), k=2)
+    >>> [[j for j, _ in h] for h in hits]  # corpus indices, nearest first
+    [[2, 0], [1, 0]]
+    """
     return list(
         search_rows(
             queries,

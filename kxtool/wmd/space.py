@@ -55,7 +55,13 @@ class Doc:
 @dataclass
 class WmdStats:
     """What a batch saw: texts, tokens, out-of-vocabulary tokens, texts without known words,
-    and for searches how many exact distances were computed and how many candidates pruned."""
+    and for searches how many exact distances were computed and how many candidates pruned.
+
+    >>> st = WmdStats()
+    >>> _ = list(wmd_pairs(["the zzyzx cat"], ["a dog"], default_vectors(), stats=st))
+    >>> st.texts, st.tokens, st.oov_tokens, dict(st.oov_words)
+    (2, 3, 1, {'zzyzx': 1})
+    """
 
     texts: int = 0
     tokens: int = 0
