@@ -878,7 +878,7 @@ def _tree_peak(argv, stdin=None):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
     from procmem import run_measured
 
-    return run_measured(argv, stdin=stdin, env=_env())
+    return run_measured(argv, stdin=stdin, env=_env(), interval=0.02)
 
 
 @pytest.fixture(scope="module")
