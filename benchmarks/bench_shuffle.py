@@ -17,10 +17,11 @@ Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes
 Every command runs once per round, rounds interleaved, so that drifts in the machine's load hit
 all alike. Reported per command: every round's wall time, the **median** (the headline), CPU
 (user + system of the whole process tree, median), and the peak memory of the whole process
-tree sampled every 0.2 s (faster sampling slows the measured process: see tools/procmem.py) as PSS (``/proc/PID/smaps_rollup``: shared pages divided among the
-processes that map them) and, for comparison, as a sum of RSS (which counts shared pages once
-per process). The load average is printed before and after. ``--update`` writes the table
-into BENCHMARKS.md under the mode's section.
+tree, sampled every 0.2 s (faster sampling slows the measured process: see tools/procmem.py),
+as PSS (``/proc/PID/smaps_rollup``: shared pages divided among the processes that map them)
+and, for comparison, as a sum of RSS (which counts shared pages once per process). The load
+average is printed before and after. ``--update`` writes the table into BENCHMARKS.md under
+the mode's section.
 """
 
 from __future__ import annotations
