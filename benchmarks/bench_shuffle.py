@@ -69,6 +69,11 @@ def generate(path: str, total: int, seed: int = 0) -> None:
     os.replace(tmp, path)
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (a shell pipe must not end the cell)."""
+    return text.replace("|", "\\|")
+
+
 def decimal_size(text: str) -> int:
     """``2G`` is 2 GB (10^9) here, as in the issues; a bare number is bytes."""
     t = text.strip().upper().rstrip("B")
@@ -222,7 +227,7 @@ def main() -> None:
     for name, _ in cases:
         wall = med(name, 0)
         rows.append(
-            f"| {name} | **{wall:.2f}** | {' / '.join(f'{x[0]:.2f}' for x in runs[name])} | "
+            f"| {_cell(name)} | **{wall:.2f}** | {' / '.join(f'{x[0]:.2f}' for x in runs[name])} | "
             f"{med(name, 1):.1f} | {nbytes / wall / 1e6:.0f} | "
             f"{max(x[2] for x in runs[name]) / 1024:.0f} | "
             f"{max(x[3] for x in runs[name]) / 1024:.0f} | {med(peer, 0) / wall:.2f}x |"
@@ -243,7 +248,7 @@ def main() -> None:
             f" {load_before[0]:.2f} before, {load_after[0]:.2f} after.",
             "",
             "| command | median wall s | every round, s | CPU s (median) | MB/s (median) |"
-            " peak PSS MiB | peak RSS sum MiB | speed vs " + peer + " |",
+            " peak PSS MiB | peak RSS sum MiB | speed vs " + _cell(peer) + " |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             *rows,
             "",
