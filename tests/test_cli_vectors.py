@@ -174,14 +174,15 @@ def test_cache_list_and_clean(tmp_path):
 _KILLED_CHILD = r"""
 import sys, time
 import kxtool.vectors as V
-real_add = V._FileSink.add
+from kxtool.vectors.kxv import _FileSink
+real_add = _FileSink.add
 def add(self, m):
     real_add(self, m)
     self.f.flush()
     sys.stdout.write(self.tmp + "\n")
     sys.stdout.flush()
     time.sleep(600)
-V._FileSink.add = add
+_FileSink.add = add
 V.load_vectors(sys.argv[1])
 """
 

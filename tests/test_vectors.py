@@ -6,6 +6,7 @@ import bz2
 import gzip
 import lzma
 import os
+import signal
 import stat
 import warnings
 
@@ -16,14 +17,20 @@ from kxtool import vectors as V
 from kxtool.errors import KxError, KxWarning
 from kxtool.vectors import (
     Vectors,
+    binary_format,
     cache_path_for,
     check_default_language,
     convert_vectors,
+    decimals,
     default_vectors,
+    detect,
+    kxv,
+    load,
     load_vectors,
     read_cache,
     resolve_vectors,
     save_cache,
+    text_format,
 )
 
 
@@ -138,7 +145,7 @@ def test_float16_compressed_kxv(tmp_path):
 
 
 def test_multi_block_parsing(tmp_path, monkeypatch):
-    monkeypatch.setattr(V, "_BLOCK", 97)  # lines straddle every block boundary
+    monkeypatch.setattr(load, "_BLOCK", 97)  # lines straddle every block boundary
     words, m = sample(n=300, dim=5)
     for data in (text_bytes(words, m), text_bytes(words, m, header=False), binary_bytes(words, m)):
         p = write(tmp_path / "multi", data)
@@ -223,7 +230,7 @@ def test_malformed_text(tmp_path, lines, where, what):
 
 
 def test_malformed_line_number_far_into_a_big_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(V, "_BLOCK", 1000)
+    monkeypatch.setattr(load, "_BLOCK", 1000)
     words, m = sample(n=500, dim=4)
     lines = text_bytes(words, m).decode().splitlines()
     lines[377] = lines[377] + " 0.5"  # line 378 of the file
@@ -327,7 +334,7 @@ def test_cache_is_written_and_used(tmp_path, _cache_dir, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("parsed again")
 
-    monkeypatch.setattr(V, "_parse", boom)
+    monkeypatch.setattr(load, "_parse", boom)
     v2 = load_vectors(p)
     same(v2, words, m)
     assert isinstance(v2.matrix, np.memmap)
@@ -363,7 +370,7 @@ def test_damaged_cache_is_rebuilt(tmp_path):
         f.truncate(100)
     with pytest.warns(KxWarning, match="damaged"):
         same(load_vectors(p), words, m)
-    assert V._read_kxv_header(c, strict=False) is not None
+    assert kxv._read_kxv_header(c, strict=False) is not None
 
 
 def test_cache_falls_back_beside_the_file_then_to_none(tmp_path, monkeypatch):
@@ -406,10 +413,10 @@ def test_cache_falls_back_when_dir_is_a_file(tmp_path, monkeypatch):
 
 def test_cache_write_failure_midway_keeps_loading(tmp_path, monkeypatch):
     words, m = sample(n=300, dim=5)
-    monkeypatch.setattr(V, "_BLOCK", 200)
-    monkeypatch.setattr(V, "_BIN_BATCH", 10)
+    monkeypatch.setattr(load, "_BLOCK", 200)
+    monkeypatch.setattr(binary_format, "_BIN_BATCH", 10)
     calls = {"n": 0}
-    real_add = V._FileSink.add
+    real_add = kxv._FileSink.add
 
     def flaky(self, chunk):
         calls["n"] += 1
@@ -417,7 +424,7 @@ def test_cache_write_failure_midway_keeps_loading(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real_add(self, chunk)
 
-    monkeypatch.setattr(V._FileSink, "add", flaky)
+    monkeypatch.setattr(kxv._FileSink, "add", flaky)
     for data in (text_bytes(words, m), binary_bytes(words, m)):
         calls["n"] = 0
         p = write(tmp_path / "v.any", data)
@@ -498,7 +505,7 @@ def test_chinese_with_default_is_a_clear_error():
 
 
 def test_parallel_parse_matches_and_reports_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(V, "_BLOCK", 2000)
+    monkeypatch.setattr(load, "_BLOCK", 2000)
     words, m = sample(n=400, dim=5)
     data = text_bytes(words, m)
     p = write(tmp_path / "v.txt", data + b"\n\n")
@@ -516,13 +523,30 @@ def test_parallel_parse_matches_and_reports_lines(tmp_path, monkeypatch):
         load_vectors(p, workers=2)
 
 
+def test_a_parsing_worker_that_dies_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(load, "_BLOCK", 2000)
+    p = write(tmp_path / "v.txt", text_bytes(*sample(n=400, dim=5)))
+    parent = os.getpid()
+    real = text_format._chunk_job
+
+    def dies_in_a_worker(chunk, dim):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(chunk, dim)
+
+    monkeypatch.setattr(text_format, "_chunk_job", dies_in_a_worker)  # inherited by the fork
+    with pytest.raises(KxError, match=r"a vectors parsing process died .*--workers 1"):
+        load_vectors(p, cache=False, workers=2)
+    same(load_vectors(p, cache=False, workers=1), *sample(n=400, dim=5))
+
+
 def test_auto_workers(tmp_path, monkeypatch):
     p = write(tmp_path / "v.txt", text_bytes(*sample()))
-    assert V._workers(p, None) == 1
-    assert V._workers(p, 3) == 3
-    monkeypatch.setattr(V, "_PARALLEL_MIN", 10)
-    assert V._workers(p, None) >= 1
-    assert V._workers("-", None) == 1
+    assert text_format._workers(p, None) == 1
+    assert text_format._workers(p, 3) == 3
+    monkeypatch.setattr(text_format, "_PARALLEL_MIN", 10)
+    assert text_format._workers(p, None) >= 1
+    assert text_format._workers("-", None) == 1
 
 
 def test_env_vectors_error_names_the_variable(tmp_path, monkeypatch):
@@ -567,11 +591,11 @@ def test_words_with_spaces_like_glove_840b(tmp_path):
 
 def _fast_and_general(text: bytes):
     a = np.frombuffer(text, dtype=np.uint8)
-    ws = V._WS[a]
+    ws = decimals._WS[a]
     starts = ~ws
     starts[1:] &= ws[:-1]
     cs = np.cumsum(starts, dtype=np.int32)
-    return V._decimals(text, a, ws, starts, cs), V._parse_floats(text, np.float32)
+    return decimals._decimals(text, a, ws, starts, cs), decimals._parse_floats(text, np.float32)
 
 
 @pytest.mark.parametrize(
@@ -633,9 +657,9 @@ def test_fixed_decimal_fast_path_is_bit_exact(f):
     rows = [" ".join(fmt % v for v in r) for r in x]
     text = "\n".join(rows).encode()
     a = np.frombuffer(text, dtype=np.uint8)
-    fast = V._fixed_decimals(text, a, 300, 20)
+    fast = decimals._fixed_decimals(text, a, 300, 20)
     assert fast is not None
-    general = V._parse_floats(text, np.float32).reshape(300, 20)
+    general = decimals._parse_floats(text, np.float32).reshape(300, 20)
     assert fast.view(np.uint32).tolist() == general.view(np.uint32).tolist()
 
 
@@ -652,7 +676,7 @@ def test_fixed_decimal_fast_path_is_bit_exact(f):
 )
 def test_fixed_decimal_fast_path_declines_the_rest(rows):
     text = "\n".join(rows).encode()
-    assert V._fixed_decimals(text, np.frombuffer(text, dtype=np.uint8), 2, 2) is None
+    assert decimals._fixed_decimals(text, np.frombuffer(text, dtype=np.uint8), 2, 2) is None
 
 
 # ----------------------------------------------------------------------------- issue 9
@@ -689,7 +713,7 @@ def test_damaged_cache_matrix_is_found_and_rebuilt(tmp_path, _cache_dir, patch):
     words, m = sample()
     p = write(tmp_path / "v.txt", text_bytes(words, m))
     c = load_vectors(p).cache_path
-    h = V._read_kxv_header(c, strict=True)
+    h = kxv._read_kxv_header(c, strict=True)
     offset = h["matrix_offset"] + 4 * (m.shape[1] * 5 + 2)  # row 5, value 2
     if patch == b"\x01":
         with open(c, "rb") as f:
@@ -711,7 +735,7 @@ def test_damaged_cache_vocabulary_is_found_and_rebuilt(tmp_path, _cache_dir):
     words, m = sample()
     p = write(tmp_path / "v.txt", text_bytes(words, m))
     c = load_vectors(p).cache_path
-    h = V._read_kxv_header(c, strict=True)
+    h = kxv._read_kxv_header(c, strict=True)
     damage(c, h["words_offset"] + 1, b"X")  # "w0" becomes "wX": still valid UTF-8
     assert [e.status for e in V.cache_entries()] == ["damaged"]
     with pytest.warns(KxWarning, match="damaged"):
@@ -721,7 +745,7 @@ def test_damaged_cache_vocabulary_is_found_and_rebuilt(tmp_path, _cache_dir):
 def test_damaged_kxv_source_is_an_error(tmp_path):
     words, m = sample()
     out = save_cache(Vectors(words, m), tmp_path / "x.kxv")
-    damage(out, V._DATA_OFFSET + 40, b"\x01\x02")
+    damage(out, kxv._DATA_OFFSET + 40, b"\x01\x02")
     with pytest.raises(KxError, match=r"x.kxv: .*damaged"):
         load_vectors(out)
     with pytest.raises(KxError, match="finite"):
@@ -731,13 +755,13 @@ def test_damaged_kxv_source_is_an_error(tmp_path):
 def test_big_cache_is_sampled_on_load_and_checked_in_full_by_the_listing(
     tmp_path, _cache_dir, monkeypatch
 ):
-    monkeypatch.setattr(V, "_CRC_CHUNK", 64)
-    monkeypatch.setattr(V, "_VERIFY_BYTES", 128)  # two chunks: the first and the last
+    monkeypatch.setattr(kxv, "_CRC_CHUNK", 64)
+    monkeypatch.setattr(kxv, "_VERIFY_BYTES", 128)  # two chunks: the first and the last
     words, m = sample(n=40, dim=6)  # 960 matrix bytes, 15 chunks
     p = write(tmp_path / "v.txt", text_bytes(words, m))
     c = load_vectors(p).cache_path
-    assert len(V._read_kxv_header(c, strict=True)["checksums"]["matrix"]) == 15
-    damage(c, V._DATA_OFFSET + 64 * 7 + 3, b"\xff")
+    assert len(kxv._read_kxv_header(c, strict=True)["checksums"]["matrix"]) == 15
+    damage(c, kxv._DATA_OFFSET + 64 * 7 + 3, b"\xff")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_vectors(p).cache_path == c  # not in the sample
@@ -745,7 +769,7 @@ def test_big_cache_is_sampled_on_load_and_checked_in_full_by_the_listing(
     assert [e.status for e in V.clean_cache()] == ["damaged"]
     same(load_vectors(p), words, m)
     # damage in the first or last chunk is always found on load
-    damage(c, V._DATA_OFFSET + 960 - 2, b"\xff\xff")
+    damage(c, kxv._DATA_OFFSET + 960 - 2, b"\xff\xff")
     with pytest.warns(KxWarning, match="damaged"):
         same(load_vectors(p), words, m)
 
@@ -758,8 +782,8 @@ def test_cache_without_checksums_is_stale_and_rebuilt(tmp_path, _cache_dir, monk
     assert [e.status for e in V.cache_entries()] == ["stale"]
     assert cache_path_for(p) is None
     calls = []
-    real = V._parse
-    monkeypatch.setattr(V, "_parse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = load._parse
+    monkeypatch.setattr(load, "_parse", lambda *a, **k: calls.append(1) or real(*a, **k))
     same(load_vectors(p), words, m)
     assert calls == [1]
     assert [e.status for e in V.cache_entries()] == ["current"]
@@ -804,7 +828,7 @@ def _printable_floats(k, seed=0):
 @pytest.mark.parametrize("head_bytes", [None, 150])
 def test_binary_with_printable_vectors_is_binary(tmp_path, monkeypatch, head_bytes):
     if head_bytes is not None:
-        monkeypatch.setattr(V, "_DETECT_BYTES", head_bytes)  # the file is bigger than the head
+        monkeypatch.setattr(detect, "_DETECT_BYTES", head_bytes)  # the file is bigger than the head
     words, m = sample(n=60, dim=4)
     m[0] = np.frombuffer(_printable_floats(4), "<f4")
     for newline in (True, False):
@@ -823,7 +847,7 @@ def test_binary_with_printable_vectors_is_binary(tmp_path, monkeypatch, head_byt
 
 
 def test_text_with_a_bad_line_is_still_text(tmp_path, monkeypatch):
-    monkeypatch.setattr(V, "_DETECT_BYTES", 300)
+    monkeypatch.setattr(detect, "_DETECT_BYTES", 300)
     words, m = sample(n=60, dim=4)
     lines = text_bytes(words, m).decode().splitlines()
     lines[3] += " 9"
@@ -904,7 +928,7 @@ def test_cache_temporaries_are_partial_once_their_owner_is_gone(tmp_path, _cache
 
 def test_text_with_non_ascii_words_and_a_bad_line_is_still_text(tmp_path, monkeypatch):
     # read as binary records, such text passes all but the size check (file bigger than head)
-    monkeypatch.setattr(V, "_DETECT_BYTES", 4000)
+    monkeypatch.setattr(detect, "_DETECT_BYTES", 4000)
     words, m = sample(n=200, dim=50)
     rows = zip(words, m, strict=True)
     lines = ["200 50"] + [f"日本{w} " + " ".join(f"{x:.3f}" for x in r) for w, r in rows]
