@@ -29,6 +29,17 @@ def public_names() -> list[str]:
     return [n for n in kxtool.__all__ if not n.startswith("__")]
 
 
+def public_object(name: str) -> Any:
+    """What ``kxtool.<name>`` names in the API: the object itself, even where a submodule of
+    the same name was imported (``kxtool.wmd`` is then the module, not the function)."""
+    import importlib
+
+    module = kxtool._LAZY.get(name)
+    if module is None:
+        return getattr(kxtool, name)
+    return getattr(importlib.import_module(f"kxtool.{module}"), name)
+
+
 def _signature(name: str, obj: Any) -> str:
     try:
         sig = inspect.signature(obj)
@@ -94,7 +105,7 @@ def _markdown_doc(doc: str) -> str:
 
 def entry(name: str) -> tuple[Any, str]:
     """The object behind an exported name and its Markdown section."""
-    obj = getattr(kxtool, name)
+    obj = public_object(name)
     kind = "class" if inspect.isclass(obj) else "function"
     head = _signature(name, obj) if kind == "function" or dataclasses.is_dataclass(obj) else name
     parts = [f"## `{name}`", "", f"```python\n{kind} {head}\n```", ""]

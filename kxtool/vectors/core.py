@@ -23,6 +23,10 @@ class Vectors:
     ``format`` how they were stored (``"word2vec"``, ``"glove"``, ``"word2vec-binary"``,
     ``"kxtool"``), ``cache_path`` the cache file that holds them (if any) and ``is_default`` is
     true for the built-in English set of :func:`default_vectors`.
+
+    >>> v = Vectors(["a", "b"], np.array([[1, 0], [0, 2]], dtype=np.float32))
+    >>> v.dim, len(v), "a" in v, v.index["b"], v.norms().tolist()
+    (2, 2, True, 1, [1.0, 2.0])
     """
 
     words: list[str]

@@ -21,7 +21,12 @@ ENV_VECTORS = "KXTOOL_VECTORS"
 
 
 def default_vectors() -> Vectors:
-    """The built-in English vectors: GloVe 6B 50d, the 100,000 most frequent words."""
+    """The built-in English vectors: GloVe 6B 50d, the 100,000 most frequent words.
+
+    >>> v = default_vectors()
+    >>> len(v), v.dim, v.words[:3], v.is_default
+    (100000, 50, ['the', ',', '.'], True)
+    """
     global _DEFAULT
     if _DEFAULT is None:
         path = default_vectors_path()
@@ -53,7 +58,14 @@ def resolve_vectors(
     limit: int | None = None,
     progress: Progress | None = None,
 ) -> Vectors:
-    """``path`` if given, else ``$KXTOOL_VECTORS`` if set, else :func:`default_vectors`."""
+    """``path`` if given, else ``$KXTOOL_VECTORS`` if set, else :func:`default_vectors`.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "tiny.vec")
+    >>> _ = open(p, "w").write("2 3\\ncat 0.5 0.1 0.2\\ndog 0.4 0.2 0.2\\n")
+    >>> len(resolve_vectors(p)), resolve_vectors(None).is_default  # no $KXTOOL_VECTORS set here
+    (2, True)
+    """
     if path is None or os.fspath(path) == "":
         env = os.environ.get(ENV_VECTORS, "").strip()
         if not env:

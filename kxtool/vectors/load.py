@@ -48,6 +48,16 @@ def load_vectors(
     stdin, ``-``). ``progress(phase, bytes_done, bytes_total)`` is called while a file is parsed.
     ``workers`` is the number of processes that parse a big text file (default: one per core,
     at most 8, for files over 96 MB; 1 parses in this process).
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "tiny.vec")
+    >>> rows = ["the 0.1 0.2 0.3 0.4", "cat 0.5 0.1 0.2 0.3", "sat 0.3 0.3 0.3 0.3"]
+    >>> _ = open(p, "w").write("3 4\\n" + "\\n".join(rows) + "\\n")
+    >>> v = load_vectors(p, cache=False)
+    >>> len(v), v.dim, v.format, v.words
+    (3, 4, 'word2vec', ['the', 'cat', 'sat'])
+    >>> [round(float(x), 2) for x in v["cat"]]
+    [0.5, 0.1, 0.2, 0.3]
     """
     limit = _check_limit(limit)
     p = os.fspath(path)
