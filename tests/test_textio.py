@@ -59,6 +59,20 @@ def src(tmp_path):
     return p
 
 
+def _fifo_reader(fifo):
+    """Make a FIFO and read it to its end in a thread: (the list it appends to, the thread)."""
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def reader():
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    return got, t
+
+
 def _is_chr(p) -> bool:
     return stat.S_ISCHR(os.lstat(p).st_mode)
 
@@ -82,15 +96,7 @@ def test_a_full_device_is_a_no_space_error(full_device):
 
 def test_a_fifo_is_written_through_to_its_reader(tmp_path):
     fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    got = []
-
-    def reader():
-        with open(fifo, "rb") as f:
-            got.append(f.read())
-
-    t = threading.Thread(target=reader)
-    t.start()
+    got, t = _fifo_reader(fifo)
     with atomic_output(fifo) as f:
         f.write(LINES)
     t.join(10)
@@ -263,15 +269,7 @@ def test_shuffle_into_a_fifo_with_workers_and_a_big_input(tmp_path):
     big = tmp_path / "big.txt"
     big.write_bytes(b"".join(b"%08d\n" % i for i in range(300000)))
     fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    got = []
-
-    def reader():
-        with open(fifo, "rb") as f:
-            got.append(f.read())
-
-    t = threading.Thread(target=reader)
-    t.start()
+    got, t = _fifo_reader(fifo)
     r = kx("shuffle", str(big), "--memory", "1M", "-j", "2", "--seed", "3", "-o", str(fifo))
     t.join(60)
     assert r.returncode == 0, r.stderr
@@ -473,15 +471,7 @@ def test_vectors_convert_into_a_fifo_streams_the_whole_file(tmp_path):
     ref = tmp_path / "ref.kxv"
     assert kx("vectors", "convert", str(vec), str(ref)).returncode == 0
     fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    got = []
-
-    def reader():
-        with open(fifo, "rb") as f:
-            got.append(f.read())
-
-    t = threading.Thread(target=reader)
-    t.start()
+    got, t = _fifo_reader(fifo)
     r = kx("vectors", "convert", str(vec), str(fifo))
     t.join(30)
     assert r.returncode == 0, r.stderr
