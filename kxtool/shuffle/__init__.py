@@ -286,7 +286,9 @@ def _shuffle_paths(
     reader = _Reader(paths, sep, header, unit // 2, budget // 4, progress, known_total)
     # what may wait in memory while the input might still fit: the rest of the budget must
     # hold what spilling it then takes, a work unit's peak in each process that works on it
-    in_memory_limit = int(min(IN_MEMORY_SHARE * budget, budget - UNIT_PEAK * unit * jobs))
+    # (with workers, the main process too: it reads, decompresses and hands out chunks)
+    working = jobs + 1 if jobs > 1 else 1
+    in_memory_limit = int(min(IN_MEMORY_SHARE * budget, budget - UNIT_PEAK * unit * working))
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
@@ -294,36 +296,32 @@ def _shuffle_paths(
         ranges = None
         if jobs > 1 and known_total is not None:
             ranges = _RangePlan.make(paths, sep, header, reader.block, budget // 4, in_memory_limit)
-        if ranges is not None:
-            # plain files too big for memory: the workers read their own byte ranges
+        def workers_on_disk(total: int | None, per_byte: float) -> _Pool:
+            """A temporary directory and the pool of workers that spill into it."""
             directory = tmp_ctx.enter_context(temp_dir(tmp_base))
-            assert known_total is not None
-            _check_space(
-                directory, known_total + 8 * ranges.records_estimate, "the temporary files"
-            )
+            if known_total is not None and ranges is not None:
+                needed = known_total + 8 * ranges.records_estimate
+                _check_space(directory, needed, "the temporary files")
             bits = (
                 _pile_bits
                 if _pile_bits is not None
-                else _pile_bits_for(known_total, ranges.per_byte, unit, budget, jobs)
+                else _pile_bits_for(total, per_byte, unit, budget, jobs)
             )
             pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
             tmp_ctx.callback(pool.stop)
+            return pool
+
+        if ranges is not None:
+            # plain files too big for memory: the workers read their own byte ranges
+            pool = workers_on_disk(known_total, ranges.per_byte)
             runs = pool.pass1_ranges(ranges, progress, known_total)
             return _finish_on_disk(
                 runs, pool, outs, output, shards, ranges.header, sep, progress, budget, seed
             )
-
-        if ranges is None and _by_parts(paths, jobs, planning_total, in_memory_limit):
+        if _by_parts(paths, jobs, planning_total, in_memory_limit):
             # several files, some compressed, too big for memory: the workers read (and
             # decompress) whole files themselves, in parallel
-            directory = tmp_ctx.enter_context(temp_dir(tmp_base))
-            bits = (
-                _pile_bits
-                if _pile_bits is not None
-                else _pile_bits_for(planning_total, plan._PER_BYTE_GUESS, unit, budget, jobs)
-            )
-            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
-            tmp_ctx.callback(pool.stop)
+            pool = workers_on_disk(planning_total, plan._PER_BYTE_GUESS)
             runs, head = pool.pass1_parts(paths, header, progress)
             return _finish_on_disk(
                 runs, pool, outs, output, shards, head, sep, progress, budget, seed
