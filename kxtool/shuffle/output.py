@@ -21,7 +21,7 @@ from ..textio import (
 )
 from . import plan
 from .keys import _order, record_keys
-from .plan import CACHE_BUCKET, _work_memory
+from .plan import CACHE_BUCKET, _pile_groups, _resplit_bits, _work_memory
 from .reading import _Chunk
 from .runs import _Runs, _Spiller
 
@@ -187,15 +187,29 @@ def _emit_ordered(
 
 
 def _drain(
-    runs: _Runs, budget: int, sink: _Sink | _Writer, piles: Iterable[int] | None = None
+    runs: _Runs,
+    budget: int,
+    sink: _Sink | _Writer,
+    groups: Iterable[tuple[int, int]] | None = None,
 ) -> None:
-    """Pass 2: write the piles of ``runs`` (all, or ``piles``, in that order) in key order."""
+    """Pass 2: write the piles of ``runs`` in key order: all of them, or those of ``groups``
+    (ranges of consecutive piles, see :func:`~kxtool.shuffle.plan._pile_groups`), in that
+    order. Each range is read from every run at once."""
     counts, sizes = runs.pile_totals()
-    for p in range(runs.piles) if piles is None else piles:
-        if counts[p]:
-            _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
-        if isinstance(sink, _PipeSink) and piles is not None:
-            sink.end_pile()
+    # a worker's sink to the main process marks the end of each of its piles (not of the
+    # piles of a pile split again, which go through here too)
+    end_piles = groups is not None and isinstance(sink, _PipeSink)
+    if groups is None:
+        groups = _pile_groups(counts, sizes, budget)
+    for first, end in groups:
+        if end - first > 1:
+            runs.prefetch(first, end)
+        for p in range(first, end):
+            if counts[p]:
+                _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
+                if end_piles:
+                    sink.end_pile()
+        runs.release()
 
 
 def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1) -> None:
@@ -330,8 +344,7 @@ def _drain_pile(
             _emit_ordered(data, keys, shift, runs.sep[0], sink)
         return
     # too big for memory: scatter this pile again by the next key bits
-    need = _work_memory(nbytes, n)
-    bits = min(16, max(1, math.ceil(math.log2(need / (0.5 * budget)))))
+    bits = _resplit_bits(nbytes, n, budget)
     sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
     try:
         spiller = _Spiller(sub, budget // 2)

@@ -77,12 +77,16 @@ class _Runs:
         self._fds: dict[int, int] = {}
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
         self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
+        # piles [first, end) of every run read at once by prefetch(): where the spans start
+        # in the run files, and the spans themselves (keys, bytes), one array each
+        self._group: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["fd"] = None
         state["_fds"] = {}
         state["_cursor"] = None
+        state["_group"] = None
         return state
 
     @property
@@ -258,9 +262,45 @@ class _Runs:
             self._fds[i] = fd
         return fd
 
+    def prefetch(self, first: int, end: int) -> None:
+        """Read piles ``[first, end)`` of every run at once, for :meth:`pile_parts` to serve.
+
+        In each run consecutive piles lie next to each other, so two reads per run (its keys,
+        then its bytes) fetch them all: pass 2 then reads segments as large as the group
+        rather than one (run, pile) segment at a time, which beyond the page cache (S/M large,
+        many runs x piles) would be millions of small reads."""
+        self._group = None
+        if self.in_memory or end - first < 2:
+            return
+        counts, sizes = self._index()
+        kpos, dpos = self._positions(first)
+        kcount = counts[first:end].sum(axis=0, dtype=np.int64)
+        dsize = sizes[first:end].sum(axis=0, dtype=np.int64)
+        keys = np.empty(int(kcount.sum()), dtype=np.uint64)
+        data = np.empty(int(dsize.sum()), dtype=np.uint8)
+        kat = np.concatenate(([0], np.cumsum(kcount)[:-1]))
+        dat = np.concatenate(([0], np.cumsum(dsize)[:-1]))
+        for r in np.flatnonzero(kcount).tolist():
+            path = self.files[self.run_file[r]]
+            n, nbytes = int(kcount[r]), int(dsize[r])
+            try:
+                fd = self._fd(self.run_file[r])
+                got_keys = _pread_into(fd, keys[kat[r] : kat[r] + n], int(kpos[r]))
+                got = _pread_into(fd, data[dat[r] : dat[r] + nbytes], int(dpos[r]))
+            except OSError as e:
+                raise os_error(e, path, "cannot read temporary file") from None
+            if got_keys != 8 * n or got != nbytes:
+                raise KxError(f"temporary file {path!r} was truncated or changed during the run")
+        # a segment at file offsets (k, d) of run r is at (k - kbase[r]) / 8, d - dbase[r]
+        kbase = kpos - 8 * kat
+        dbase = dpos - dat
+        self._group = (first, end, kbase, dbase, keys, data)
+
     def pile_parts(self, p: int, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The bytes and keys of pile ``p``, in parts of whole runs' segments of about
         ``limit`` bytes at most (a single segment may be larger)."""
+        if self._group is not None and not self._group[0] <= p < self._group[1]:
+            self._group = None
         counts, sizes = self._index()
         kpos, dpos = self._positions(p)
         rs = np.flatnonzero(counts[p])
@@ -290,11 +330,20 @@ class _Runs:
             r, n, nbytes, k, d = segments[0]
             keys, data = self.memory[r]
             return data[d : d + nbytes], keys[k // 8 : k // 8 + n]
+        group = self._group
+        if group is not None and len(segments) == 1:
+            r, n, nbytes, k, d = segments[0]
+            k0, d0 = (k - int(group[2][r])) // 8, d - int(group[3][r])
+            return group[5][d0 : d0 + nbytes], group[4][k0 : k0 + n]
         data = np.empty(size, dtype=np.uint8)
         keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
         at = kat = 0
         for r, n, nbytes, k, d in segments:
-            if self.in_memory:
+            if group is not None:
+                kb, db = int(group[2][r]), int(group[3][r])
+                keys[kat : kat + n] = group[4][(k - kb) // 8 : (k - kb) // 8 + n]
+                data[at : at + nbytes] = group[5][d - db : d - db + nbytes]
+            elif self.in_memory:
                 run_keys, run_data = self.memory[r]
                 keys[kat : kat + n] = run_keys[k // 8 : k // 8 + n]
                 data[at : at + nbytes] = run_data[d : d + nbytes]
@@ -314,8 +363,13 @@ class _Runs:
             kat += n
         return data, keys
 
+    def release(self) -> None:
+        """Let go of the piles :meth:`prefetch` read."""
+        self._group = None
+
     def close(self) -> None:
         """Close every file (the runs stay on disk)."""
+        self._group = None
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

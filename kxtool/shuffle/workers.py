@@ -252,15 +252,17 @@ class _Pool:
         otherwise through the main process, in order."""
         jobs = len(self.workers)
         counts, sizes = runs.pile_totals()
-        piles = np.flatnonzero(counts).tolist()
+        # ranges of consecutive piles, each read from every run at once, dealt out in turn
+        groups = plan._pile_groups(counts, sizes, budget)
         target = writer.direct_target()
         if target is not None:
             path, base = target
             name = writer.output
             offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
             for w in range(jobs):
-                mine = piles[w::jobs]
-                msg = ("drain_to", runs, mine, [offsets[p] for p in mine], budget, path, name)
+                mine = groups[w::jobs]
+                starts = [offsets[first] for first, _end in mine]
+                msg = ("drain_to", runs, mine, starts, budget, path, name)
                 try:
                     self.workers[w][1].send(msg)
                 except OSError:
@@ -277,17 +279,18 @@ class _Pool:
             return
         for w in range(jobs):
             try:
-                self.workers[w][1].send(("drain", runs, piles[w::jobs], budget))
+                self.workers[w][1].send(("drain", runs, groups[w::jobs], budget))
             except OSError:
                 raise self._failed(w) from None
-        for i in range(len(piles)):
+        for i, (first, end) in enumerate(groups):
             w = i % jobs
             conn = self.workers[w][1]
-            while True:
-                msg = self._recv(w)
-                if msg[0] == "pile":
-                    break
-                writer.write(np.frombuffer(conn.recv_bytes(), dtype=np.uint8))
+            for _ in range(int(np.count_nonzero(counts[first:end]))):
+                while True:
+                    msg = self._recv(w)
+                    if msg[0] == "pile":
+                        break
+                    writer.write(np.frombuffer(conn.recv_bytes(), dtype=np.uint8))
         for w in range(jobs):
             self._recv(w)  # ("done",)
 
@@ -371,13 +374,13 @@ def _worker(
                 runs.close()
                 conn.send(("runs", runs))
             elif kind == "drain":
-                _, merged, piles, budget = msg
-                _drain(merged, budget, _PipeSink(conn), piles)
+                _, merged, groups, budget = msg
+                _drain(merged, budget, _PipeSink(conn), groups)
                 merged.close()
                 conn.send(("done",))
             elif kind == "drain_to":
-                _, merged, piles, offsets, budget, path, out_name = msg
-                _drain_to_file(merged, piles, offsets, budget, path, out_name, conn)
+                _, merged, groups, starts, budget, path, out_name = msg
+                _drain_to_file(merged, groups, starts, budget, path, out_name, conn)
                 merged.close()
                 conn.send(("done",))
             else:
@@ -397,23 +400,32 @@ def _worker(
 
 def _drain_to_file(
     runs: _Runs,
-    piles: Sequence[int],
-    offsets: Sequence[int],
+    groups: Sequence[tuple[int, int]],
+    starts: Sequence[int],
     budget: int,
     path: str,
     name: str,
     conn: Connection,
 ) -> None:
-    """Pass 2 in a worker, writing each pile straight into the output at its offset."""
+    """Pass 2 in a worker: its ranges of consecutive piles (each read from every run at once),
+    each pile written straight into the output at its offset (a range's piles follow each
+    other in the output from the range's start)."""
     counts, sizes = runs.pile_totals()
     out = PositionalWriter(path, name, direct=int(sizes.sum()) >= plan.DIRECT_MIN)
     try:
-        for p, offset in zip(piles, offsets, strict=True):
-            sink = _OffsetSink(out, offset)
-            _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
-            if sink.offset != offset + int(sizes[p]):
-                raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
-            conn.send(("pile", int(sizes[p])))
+        for (first, end), offset in zip(groups, starts, strict=True):
+            if end - first > 1:
+                runs.prefetch(first, end)
+            for p in range(first, end):
+                if not counts[p]:
+                    continue
+                sink = _OffsetSink(out, offset)
+                _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
+                if sink.offset != offset + int(sizes[p]):
+                    raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
+                offset = sink.offset
+                conn.send(("pile", int(sizes[p])))
+            runs.release()
     finally:
         out.close()
 

@@ -1,0 +1,189 @@
+"""One output whatever the route: the same seed gives the same bytes from a file, from stdin
+redirected from it, from a pipe, from its parts (plain or compressed, in any mix), with any
+number of workers and any budget. And the plan behind the two-pass route: pass 2's ranges of
+piles and its re-split keep within the budget, as the cost model in ARCHITECTURE.md says."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kxtool.shuffle import plan, shuffle_files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """About 400 KB of lines of 0-120 bytes, its parts plain and compressed, and the output of
+    the one-pass route in memory (the reference)."""
+    d = tmp_path_factory.mktemp("routes")
+    rng = np.random.default_rng(3)
+    lines = [
+        b"%d\t" % i + bytes(rng.integers(32, 127, rng.integers(0, 120)).astype(np.uint8))
+        for i in range(6000)
+    ]
+    data = b"\n".join(lines) + b"\n"
+    whole = d / "whole.txt"
+    whole.write_bytes(data)
+    cuts = [0, 700, 1900, 2000, 4100, 6000]
+    pieces = [b"".join(x + b"\n" for x in lines[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    writers = {
+        "txt": lambda b: b,
+        "gz": gzip.compress,
+        "bz2": bz2.compress,
+        "xz": lzma.compress,
+        "zst": lambda b: zstandard.ZstdCompressor().compress(b),
+    }
+    parts = {}
+    for kind in ("txt", "gz", "zst", "mixed"):
+        names = []
+        for i, piece in enumerate(pieces):
+            ext = list(writers)[i % len(writers)] if kind == "mixed" else kind
+            p = d / f"{kind}-{i}.{ext}"
+            p.write_bytes(writers[ext](piece))
+            names.append(str(p))
+        parts[kind] = names
+    single = d / "whole.txt.zst"
+    single.write_bytes(writers["zst"](data))
+    ref = d / "ref.txt"
+    r = shuffle_files([str(whole)], str(ref), seed=SEED, memory="1G", jobs=1)
+    assert r.in_memory
+    return {"dir": d, "whole": str(whole), "parts": parts, "single": str(single),
+            "ref": ref.read_bytes()}
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+@pytest.mark.parametrize("memory", ["48K", "256K", "1G"])
+@pytest.mark.parametrize("inputs", ["whole", "single", "txt", "gz", "zst", "mixed"])
+def test_every_route_gives_the_bytes_of_the_reference(tmp_path, corpus, inputs, jobs, memory):
+    paths = (
+        [corpus[inputs]] if inputs in ("whole", "single") else corpus["parts"][inputs]
+    )
+    out = tmp_path / "out.txt"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = shuffle_files(paths, str(out), seed=SEED, memory=memory, jobs=jobs, tmp_dir=tmp)
+    assert out.read_bytes() == corpus["ref"]
+    assert r.records == 6000
+    assert r.in_memory == (memory == "1G")
+    assert os.listdir(tmp) == []
+
+
+def _cli(args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "kxtool", "shuffle", *args], capture_output=True, check=True, **kw
+    )
+
+
+@pytest.mark.parametrize("memory", ["48K", "1G"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_stdin_redirected_and_a_pipe_give_the_bytes_of_the_reference(corpus, memory, jobs):
+    opts = ["--seed", str(SEED), "--memory", memory, "--jobs", jobs]
+    with open(corpus["whole"], "rb") as f:
+        redirected = _cli(["-", *opts], stdin=f).stdout
+    assert redirected == corpus["ref"]
+    cat = subprocess.Popen(["cat", corpus["whole"]], stdout=subprocess.PIPE)
+    piped = _cli(opts, stdin=cat.stdout).stdout
+    cat.stdout.close()
+    assert cat.wait() == 0
+    assert piped == corpus["ref"]
+    zcat = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(open(sys.argv[1],'rb').read())",
+         corpus["single"]],
+        stdout=subprocess.PIPE,
+    )
+    compressed = _cli(opts, stdin=zcat.stdout).stdout  # a compressed stream on stdin
+    zcat.stdout.close()
+    assert zcat.wait() == 0
+    assert compressed == corpus["ref"]
+
+
+def test_the_cli_on_parts_gives_the_bytes_of_the_reference(corpus):
+    out = _cli([*corpus["parts"]["mixed"], "--seed", str(SEED), "--memory", "64K"]).stdout
+    assert out == corpus["ref"]
+
+
+# ------------------------------------------------------------------ the plan of pass 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 2000), min_size=1, max_size=300),
+    st.integers(1 << 12, 1 << 24),
+)
+def test_pile_ranges_cover_every_pile_once_and_stay_within_their_share(counts, budget):
+    counts = np.array(counts, dtype=np.int64)
+    sizes = counts * 57
+    groups = plan._pile_groups(counts, sizes, budget)
+    assert groups[0][0] == 0 and groups[-1][1] == len(counts)
+    assert all(a < b for a, b in groups)
+    assert all(g[1] == h[0] for g, h in zip(groups, groups[1:], strict=False))
+    for first, end in groups:
+        if end - first > 1:
+            held = int((sizes[first:end] + 8 * counts[first:end]).sum())
+            assert held <= plan.GROUP_SHARE * budget
+            work = 2 * sizes[first:end] + plan.RECORD_WORK * counts[first:end]
+            assert (work <= plan.GROUP_PILE_SHARE * budget).all()
+
+
+@pytest.mark.parametrize(
+    "nbytes,budget",
+    [(128 << 30, 45 << 20), (2 << 30, 450 << 20), (62 << 20, 3 << 20), (1 << 40, 1 << 20),
+     (10 << 20, 8 << 10)],
+)
+def test_a_pile_split_again_keeps_its_index_within_a_sixteenth_of_the_budget(nbytes, budget):
+    count = nbytes // 110
+    bits = plan._resplit_bits(nbytes, count, budget)
+    assert 1 <= bits <= 16
+    need = plan._work_memory(nbytes, count)
+    sub_runs = math.ceil(need / (0.5 * budget))
+    assert bits == 1 or plan._INDEX_ENTRY * sub_runs * (1 << bits) <= budget / 16
+
+
+def test_a_tiny_budget_splits_piles_again_over_several_levels_and_changes_nothing(
+    tmp_path, corpus, monkeypatch
+):
+    from kxtool.shuffle import output
+
+    calls = []
+    original = output._resplit_bits
+
+    def spy(nbytes, count, budget):
+        bits = original(nbytes, count, budget)
+        calls.append(bits)
+        return bits
+
+    monkeypatch.setattr(output, "_resplit_bits", spy)
+    out = tmp_path / "out.txt"
+    shuffle_files([corpus["whole"]], str(out), seed=SEED, memory="24K", jobs=1,
+                  tmp_dir=tmp_path, _pile_bits=1)
+    assert out.read_bytes() == corpus["ref"]
+    assert len(calls) > 2  # split again, and the parts split again
+    assert sorted(os.listdir(tmp_path)) == ["out.txt"]
+
+
+def test_the_cost_model_predicts_the_engines_runs_and_piles(tmp_path, corpus):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import shuffle_model
+
+    size = os.path.getsize(corpus["whole"])
+    mean = size / 6000
+    for memory, jobs in [(1 << 20, 1), (256 << 10, 2)]:
+        r = shuffle_files([corpus["whole"]], str(tmp_path / "o.txt"), seed=SEED, memory=memory,
+                          jobs=jobs, tmp_dir=tmp_path)
+        m = shuffle_model.model(size, memory, jobs, mean)
+        assert r.piles == m["piles"]
+        assert abs(r.runs - m["runs"]) <= max(2, 0.2 * m["runs"])
