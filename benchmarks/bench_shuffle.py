@@ -259,7 +259,7 @@ def main() -> None:
     if args.update:
         path = os.path.join(ROOT, "BENCHMARKS.md")
         text = open(path, encoding="utf-8").read()
-        tag = f"shuffle-{args.mode}"
+        tag = f"shuffle-{args.mode}" + ("" if args.size is None else f"-{args.size}")
         begin, end = f"<!-- section:{tag} -->", f"<!-- /section:{tag} -->"
         command = "python benchmarks/bench_shuffle.py " + " ".join(sys.argv[1:])
         body = f"\nCommand: `{command.strip()}` ({time.strftime('%Y-%m-%d')}).\n\n{table}\n"
