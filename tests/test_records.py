@@ -19,6 +19,19 @@ def _python_gather(items: list[bytes], order, sep: bytes = b"\n") -> bytes:
     return b"".join(items[i] + sep for i in order)
 
 
+NATIVE = rec._native
+
+
+@pytest.fixture(scope="module", autouse=True, params=["native", "numpy"])
+def backend(request):
+    """Every test here runs on both paths: the compiled kernel and numpy."""
+    if request.param == "native" and NATIVE is None:
+        pytest.skip("the compiled kernel kxtool/_records.c is not built")
+    rec._native = NATIVE if request.param == "native" else None
+    yield request.param
+    rec._native = NATIVE
+
+
 record = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"x"))
 
 
@@ -104,3 +117,49 @@ def test_positional_writer_places_every_piece(tmp_path, direct):
     finally:
         w.close()
     assert path.read_bytes() == want.tobytes()
+
+
+@pytest.mark.skipif(NATIVE is None, reason="the compiled kernel is not built")
+@pytest.mark.parametrize("sep", [10, 0])
+@pytest.mark.parametrize("phase", [None, 123])
+def test_the_kernel_and_numpy_give_the_same_bytes(sep, phase, backend):
+    rng = np.random.default_rng(sep + 7)
+    lengths = rng.integers(0, 600, 20000)
+    lengths[::97] = 5000  # some records longer than any fixed width
+    data = rng.integers(1, 256, int(lengths.sum()) + len(lengths), dtype=np.uint8)
+    data[data == sep] = 1
+    ends = np.cumsum(lengths + 1)
+    data[ends - 1] = sep
+    data = data[: ends[-1] - 3]  # the last record has no separator: not a record
+    order = rng.permutation(len(lengths) - 1)
+    got = {}
+    for name, native in (("native", NATIVE), ("numpy", None)):
+        rec._native = native
+        e = record_ends(data, sep)
+        s = starts_of(e)
+        got[name] = (
+            e,
+            gather(data, s, e - s, order, phase=phase).tobytes(),
+            gather(data, s, e - s).tobytes(),
+            gather(data, s[::2], (e - s)[::2], order[: len(order) // 3] // 2).tobytes(),
+        )
+    rec._native = NATIVE if backend == "native" else None
+    assert np.array_equal(got["native"][0], got["numpy"][0])
+    assert got["native"][1:] == got["numpy"][1:]
+    assert len(got["native"][0]) == len(lengths) - 1
+
+
+@pytest.mark.skipif(NATIVE is None, reason="the compiled kernel is not built")
+def test_the_kernel_refuses_what_would_read_or_write_out_of_bounds():
+    data = np.frombuffer(b"ab\ncd\n", dtype=np.uint8)
+    out = np.empty(6, dtype=np.uint8)
+    starts = np.array([0, 3], dtype=np.int64)
+    with pytest.raises(ValueError, match="outside"):
+        NATIVE.gather(data, starts, np.array([3, 9], dtype=np.int64), None, out)
+    with pytest.raises(ValueError, match="out of range"):
+        NATIVE.gather(data, starts, np.array([3, 3], dtype=np.int64),
+                      np.array([2], dtype=np.int64), out)
+    with pytest.raises(ValueError, match="too small"):
+        NATIVE.gather(data, starts, np.array([3, 3], dtype=np.int64), None, out[:4])
+    assert NATIVE.gather(data, starts, np.array([3, 3], dtype=np.int64), None, out) == 6
+    assert out.tobytes() == b"ab\ncd\n"
