@@ -111,8 +111,8 @@ def filesystem(url: str, action: str = "cannot open") -> tuple[Any, str]:
     extra to install when fsspec or the store's driver is missing.
 
     >>> fs, path = filesystem("memory://kxtool-doc/x.txt")
-    >>> fs.protocol[0], path
-    ('memory', '/kxtool-doc/x.txt')
+    >>> type(fs).__name__, path
+    ('MemoryFileSystem', '/kxtool-doc/x.txt')
     """
     try:
         fsspec = _fsspec()
@@ -284,15 +284,14 @@ def check_remote_output(url: str) -> None:
     """
     fs, path = filesystem(url, "cannot write")
     try:
-        if fs.isdir(path):
-            raise KxError(f"cannot write {url!r}: it is a directory")
-        protocol = _protocol(fs)
-        if protocol in _BUCKETS:
+        if _protocol(fs) in _BUCKETS:
             bucket = path.split("/", 1)[0]
             if "/" not in path.strip("/"):
                 raise KxError(f"cannot write {url!r}: it names a bucket, not an object")
             if not fs.exists(bucket):
                 raise KxError(f"cannot write {url!r}: no such bucket {bucket!r}")
+        if fs.isdir(path):
+            raise KxError(f"cannot write {url!r}: it is a directory")
     except KxError:
         raise
     except Exception as e:
