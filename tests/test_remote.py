@@ -290,6 +290,14 @@ def test_vectors_convert_to_and_from_s3_and_hubness_npy(s3, tmp_path, _private_t
     back = kxtool.load_vectors(f"s3://{BUCKET}/vec/tiny.kxv")
     assert back.words == v.words and np.allclose(back.matrix, v.matrix)
     assert back.source == f"s3://{BUCKET}/vec/tiny.kxv"
+    res = runner.invoke(
+        app, ["vectors", "convert", f"s3://{BUCKET}/vec/tiny.vec", f"s3://{BUCKET}/vec/c.kxv",
+              "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["bytes"] == s3.size(f"{BUCKET}/vec/c.kxv") > 0
+    res = runner.invoke(app, ["dim", "--vectors", f"s3://{BUCKET}/vec/c.kxv", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["results"][0]["vocab"] == 3, res.output
     m = np.random.default_rng(0).standard_normal((40, 5)).astype(np.float32)
     np.save(tmp_path / "m.npy", m)
     s3.put_file(str(tmp_path / "m.npy"), f"{BUCKET}/vec/m.npy")
@@ -377,3 +385,20 @@ def test_without_the_extra_a_url_is_one_line_naming_it(monkeypatch, hidden):
             with open_input("file:///nonexistent/kx.txt"):
                 pass
     AtomicOutputs().discard()
+
+
+def test_kxtool_s3_endpoint_names_the_server(s3, monkeypatch):
+    import s3fs
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    s3.pipe(f"{BUCKET}/endpoint/x.txt", b"b\na\n")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("KXTOOL_S3_ENDPOINT", endpoint)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with open_input(f"s3://{BUCKET}/endpoint/x.txt") as f:
+            assert f.read() == b"b\na\n"
+        fs, _ = remote.filesystem(f"s3://{BUCKET}/endpoint/x.txt")
+        assert fs.client_kwargs.get("endpoint_url") == endpoint or fs.endpoint_url == endpoint
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
