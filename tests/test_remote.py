@@ -402,3 +402,21 @@ def test_kxtool_s3_endpoint_names_the_server(s3, monkeypatch):
         assert fs.client_kwargs.get("endpoint_url") == endpoint or fs.endpoint_url == endpoint
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_ctrl_c_leaves_nothing(s3, tmp_path, _private_tmp):
+    local, glob = _put_parts(s3, "ctrlc", _parts(), tmp_path)
+    seen = []
+
+    def interrupt(phase, done, total):
+        seen.append(phase)
+        if phase == "writing":
+            raise KeyboardInterrupt
+
+    for shards in (None, 3):
+        out = f"s3://{BUCKET}/ctrlc/out/{{}}.txt" if shards else f"s3://{BUCKET}/ctrlc/out/o.txt"
+        with pytest.raises(KeyboardInterrupt):
+            shuffle_files([glob], out, memory="64K", shards=shards, progress=interrupt)
+        assert not s3.exists(f"{BUCKET}/ctrlc/out")
+    assert "writing" in seen
+    _no_leftovers(s3, _private_tmp)
