@@ -278,24 +278,29 @@ def open_url(url: str) -> BinaryIO:
 
 def check_remote_output(url: str) -> None:
     """Fail early, before any work, when ``url`` cannot be an output: the extra or driver is
-    missing, the URL names a directory, or its bucket does not exist.
+    missing, the URL names a bucket or a directory, the bucket does not exist, or the store
+    cannot be reached. (A store that refuses to say whether the object exists, as a write-only
+    S3 policy does, is given the benefit of the doubt: the upload will tell.)
 
     >>> check_remote_output("memory://kxtool-doc/out.txt")
     """
     fs, path = filesystem(url, "cannot write")
+    if _protocol(fs) in _BUCKETS and "/" not in path.strip("/"):
+        raise KxError(f"cannot write {url!r}: it names a bucket, not an object")
     try:
-        if _protocol(fs) in _BUCKETS:
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    except FileNotFoundError as e:
+        if "bucket" in str(e).lower():
             bucket = path.split("/", 1)[0]
-            if "/" not in path.strip("/"):
-                raise KxError(f"cannot write {url!r}: it names a bucket, not an object")
-            if not fs.exists(bucket):
-                raise KxError(f"cannot write {url!r}: no such bucket {bucket!r}")
-        if fs.isdir(path):
-            raise KxError(f"cannot write {url!r}: it is a directory")
-    except KxError:
-        raise
+            raise KxError(f"cannot write {url!r}: no such bucket {bucket!r}") from None
+        return  # a new object
+    except PermissionError:
+        return
     except Exception as e:
         raise remote_error(e, url, "cannot write") from None
+    if info.get("type") == "directory":
+        raise KxError(f"cannot write {url!r}: it is a directory")
 
 
 def _protocol(fs: Any) -> str:
@@ -304,7 +309,9 @@ def _protocol(fs: Any) -> str:
 
 
 def remote_exists(url: str) -> bool:
-    """Whether the object ``url`` exists (errors other than "missing" are :class:`KxError`).
+    """Whether the object ``url`` exists; True when the store will not say (permission
+    denied), so that an object is never taken for one this run created. Other errors are
+    :class:`KxError`.
 
     >>> remote_exists("memory://kxtool-doc/no-such-object")
     False
@@ -312,9 +319,14 @@ def remote_exists(url: str) -> bool:
     fs, path = filesystem(url)
     try:
         fs.invalidate_cache(path)
-        return bool(fs.exists(path))
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return True
     except Exception as e:
         raise remote_error(e, url) from None
+    return True
 
 
 def upload(local: str, url: str, make_dirs: bool = False) -> None:
