@@ -163,7 +163,7 @@ def _glob_magic(path: str) -> bool:
 
 def expand_inputs(paths: Sequence[str]) -> list[str]:
     """``paths`` with every URL glob (``s3://bkt/part-*.zst``, ``file:///data/*.txt``) replaced by
-    the objects it matches, in sorted order; a glob that matches nothing is a
+    the objects it matches, in sorted (code point) order; a glob that matches nothing is a
     :class:`KxError`. Local paths are left alone (the shell expands their globs).
 
     >>> import fsspec
@@ -198,7 +198,8 @@ def expand_inputs(paths: Sequence[str]) -> list[str]:
 
 def _unstrip(fs: Any, url: str, path: str) -> str:
     """The URL of ``path`` in ``fs``, with the chain (``simplecache::``) of ``url`` kept."""
-    chain = url.rsplit("::", 1)[0] + "::" if "::" in url.split("://", 1)[0] else ""
+    scheme = url.split("://", 1)[0]
+    chain = scheme.rsplit("::", 1)[0] + "::" if "::" in scheme else ""
     return chain + fs.unstrip_protocol(path)
 
 
