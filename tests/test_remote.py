@@ -420,3 +420,13 @@ def test_ctrl_c_leaves_nothing(s3, tmp_path, _private_tmp):
         assert not s3.exists(f"{BUCKET}/ctrlc/out")
     assert "writing" in seen
     _no_leftovers(s3, _private_tmp)
+
+
+def test_hubness_sample_writes_a_url(s3, tmp_path, _private_tmp):
+    args = ["hubness", "sample", "--dim", "8", "--count", "20", "--min-occurrence", "1",
+            "--seed", "3"]
+    a = runner.invoke(app, [*args, "-o", str(tmp_path / "z.npy")])
+    b = runner.invoke(app, [*args, "-o", f"s3://{BUCKET}/sample/z.npy"])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert s3.cat(f"{BUCKET}/sample/z.npy") == (tmp_path / "z.npy").read_bytes()
+    _no_leftovers(s3, _private_tmp)
