@@ -428,9 +428,9 @@ def read_matrix(
     (vector files are sorted by frequency), then ``sample`` draws that many rows at random
     (``seed``), kept in file order.
     """
-    from .textio import display_name, open_input, os_error
+    from .textio import display_name, is_remote, local_path, open_input, os_error, staged_input
 
-    p = os.fspath(path)
+    p = local_path(os.fspath(path))
     name = display_name(p)
     if limit is not None and limit < 1:
         raise KxError(f"--limit must be at least 1, got {limit}")
@@ -441,6 +441,10 @@ def read_matrix(
         m = _parse_text_matrix(data, name)
         if limit is not None:
             m = m[:limit]
+    elif p.lower().endswith(".npy") and is_remote(p):
+        # a URL: a local copy, memory-mapped like a local file (the mapping outlives the copy)
+        with staged_input(p) as local:
+            m = read_matrix(local, limit=limit, progress=progress)[0]
     elif p.lower().endswith(".npy"):
         if not os.path.isfile(p):
             raise KxError(

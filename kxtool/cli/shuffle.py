@@ -22,7 +22,8 @@ Every permutation is equally likely, whatever the input size: inputs larger than
 shuffled through temporary files in --tmp-dir with two passes. The same --seed and input give
 byte-identical output whatever --memory, so parallel files (source/target) with the same line
 count are permuted alike. Inputs may be gzip, bzip2, xz or zstd compressed; '-' (or nothing)
-is stdin.
+is stdin. Inputs and outputs may be URLs (s3://, gs://, ...; globs expanded; needs
+pip install 'kxtool[remote]').
 
 Examples:
 
@@ -32,6 +33,7 @@ Examples:
   kxtool shuffle train.en --seed 1 -o train.en   # then the same for train.de:
   kxtool shuffle train.de --seed 1 -o train.de   # the two stay aligned
   zcat big.txt.gz | kxtool shuffle --header 1 | head
+  kxtool shuffle 's3://bkt/crawl/part-*.zst' --shards 64 -o 's3://bkt/shuf/{:05d}.zst'
 """
 
 
@@ -39,7 +41,8 @@ Examples:
 def shuffle(
     inputs: list[str] = typer.Argument(
         None,
-        help="Input files ('-' or none: stdin); .gz/.bz2/.xz/.zst are read transparently.",
+        help="Input files ('-' or none: stdin) or URLs (s3://bucket/part-*.zst: globs "
+        "expanded); .gz/.bz2/.xz/.zst are read transparently.",
         show_default=False,
         metavar="FILE",
     ),
@@ -51,8 +54,8 @@ def shuffle(
         help="Output file ('-': stdout); may be one of the inputs. A regular file is replaced "
         "atomically when all is written (a symlink is followed; a file with several hard links "
         "is rewritten in place, so that every link sees the result, as GNU shuf -o does); a "
-        "device or FIFO is written through. With --shards, a pattern such as "
-        "'out/part-{:05d}.txt' (missing directories are created).",
+        "device or FIFO is written through; a URL is uploaded when all is written. With "
+        "--shards, a pattern such as 'out/part-{:05d}.txt' (missing directories are created).",
     ),
     memory: str = typer.Option(
         "1G",
@@ -75,7 +78,8 @@ def shuffle(
         "--tmp-dir",
         "-T",
         metavar="DIR",
-        help="Directory for temporary files (default: $TMPDIR).",
+        help="Directory for temporary files, and for URL outputs before their upload "
+        "(default: $TMPDIR).",
     ),
     shards: int | None = typer.Option(
         None, "--shards", min=1, metavar="N", help="Write N output files of near-equal line counts."

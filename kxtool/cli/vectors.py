@@ -140,12 +140,17 @@ def convert(
     """
     import os
 
-    from ..textio import format_size
+    from ..textio import format_size, is_remote, local_path
+    from ..textio.remote import filesystem
     from ..vectors import convert_vectors
 
     with Bars() as bars:
         vec = convert_vectors(src, dst, limit=limit, progress=bars, workers=workers)
-    size = os.path.getsize(dst)
+    if is_remote(local_path(dst)):
+        fs, key = filesystem(dst)
+        size = int(fs.size(key))
+    else:
+        size = os.path.getsize(local_path(dst))
     if as_json:
         print_json(
             {

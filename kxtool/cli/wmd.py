@@ -22,9 +22,10 @@ _SOLVERS = {
 
 _HELP = """Distance between texts over word vectors: WMD, WRD and their bounds.
 
-A and B are files with one text per line ('-' is stdin; .gz/.bz2/.xz/.zst are read as such). By
-default line i of A is compared with line i of B and one score is printed per line, as the
-lines are read; the two files must have the same number of lines.
+A and B are files with one text per line ('-' is stdin; .gz/.bz2/.xz/.zst are read as such;
+URLs such as s3://bucket/corpus.txt.gz with pip install 'kxtool[remote]'). By default line i
+of A is compared with line i of B and one score is printed per line, as the lines are read;
+the two files must have the same number of lines.
 
 \b
 Metrics (--metric):

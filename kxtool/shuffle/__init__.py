@@ -56,8 +56,11 @@ from ..textio import (
     check_output,
     check_readable,
     compression_of,
+    expand_inputs,
     format_size,
     input_size,
+    is_remote,
+    local_path,
     parse_size,
     stdin_as_file,
     temp_dir,
@@ -211,9 +214,11 @@ def shuffle_files(
 ) -> ShuffleResult:
     """Shuffle the records of ``inputs`` uniformly into ``output``, in bounded memory.
 
-    ``inputs`` are files (plain, .gz, .bz2, .xz or .zst) or ``"-"`` for stdin, read once as one
-    corpus. ``output`` is a file (written atomically; it may be one of the inputs) or ``"-"``;
-    with ``shards`` it is a pattern such as ``"out/part-{:05d}.txt"`` for ``str.format``.
+    ``inputs`` are files (plain, .gz, .bz2, .xz or .zst), ``"-"`` for stdin, or URLs
+    (``s3://bucket/part-*.zst``, globs expanded; see :mod:`kxtool.textio.remote`), read once as
+    one corpus. ``output`` is a file or a URL (written atomically; it may be one of the inputs)
+    or ``"-"``; with ``shards`` it is a pattern such as ``"out/part-{:05d}.txt"`` for
+    ``str.format``.
     ``memory`` bounds the memory for records (e.g. ``"512M"``). The same ``seed`` and input
     always give the same output, whatever ``memory`` and ``tmp_dir``. ``header`` lines of the
     first input stay on top (of every shard). Records end with a newline, or with NUL when
@@ -234,8 +239,9 @@ def shuffle_files(
     """
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
-    paths = [os.fspath(p) for p in inputs] or [STDIO]
-    output = os.fspath(output)
+    # URL globs expanded; file:// URLs are local paths (and keep the byte-range route)
+    paths = [local_path(p) for p in expand_inputs([os.fspath(p) for p in inputs])] or [STDIO]
+    output = local_path(os.fspath(output))
     budget = parse_size(memory)
     if budget < MIN_MEMORY:
         raise KxError(f"--memory must be at least {format_size(MIN_MEMORY)}")
@@ -246,6 +252,13 @@ def shuffle_files(
     _validate_output(output, shards, paths)
     for p in paths:
         check_readable(p)
+    if tmp_dir is not None and is_remote(os.fspath(tmp_dir)):
+        raise KxError(
+            f"--tmp-dir {os.fspath(tmp_dir)!r} must be a local directory (or a mounted shared "
+            "file system): the temporary runs are read back by byte ranges"
+        )
+    if tmp_dir is not None:
+        tmp_dir = local_path(os.fspath(tmp_dir))
     if tmp_dir is not None and not os.path.isdir(tmp_dir):
         what = "does not exist" if not os.path.exists(tmp_dir) else "is not a directory"
         raise KxError(f"--tmp-dir {os.fspath(tmp_dir)!r} {what}")
@@ -292,7 +305,9 @@ def _shuffle_paths(
 
     tmp_base = os.fspath(tmp_dir) if tmp_dir is not None else None
     tmp_ctx = contextlib.ExitStack()
-    with _small_pages(), tmp_ctx, AtomicOutputs(make_dirs=shards is not None) as outs:
+    # a URL output is staged in --tmp-dir (or $TMPDIR) and uploaded at the end
+    outs_ctx = AtomicOutputs(make_dirs=shards is not None, stage_dir=tmp_base)
+    with _small_pages(), tmp_ctx, outs_ctx as outs:
         ranges = None
         if jobs > 1 and known_total is not None:
             ranges = _RangePlan.make(paths, sep, header, reader.block, budget // 4, in_memory_limit)

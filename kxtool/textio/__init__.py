@@ -6,9 +6,12 @@
 - What an output name stands for decides how it is written: a regular file atomically (a
   temporary file beside it, put in place only when everything was written), a symlink
   followed, a device or FIFO written through (see :class:`AtomicOutputs`).
+- URLs (``s3://bucket/key``, ``gs://``, ``memory://``...) are read and written through fsspec
+  (the ``remote`` extra); ``file://`` URLs are local paths (see :mod:`.remote`).
 - Every ``OSError`` the user can act on becomes a one-line :class:`KxError` naming the file.
 
-Modules: :mod:`.names` (messages and OS errors), :mod:`.inputs`, :mod:`.outputs`, :mod:`.sizes`.
+Modules: :mod:`.names` (messages and OS errors), :mod:`.inputs`, :mod:`.outputs`, :mod:`.sizes`,
+:mod:`.remote`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from .outputs import (
     place_file,
     written_through,
 )
+from .remote import (
+    expand_inputs,
+    is_remote,
+    is_url,
+    local_path,
+    open_url,
+    staged_input,
+)
 from .sizes import (
     PREALLOCATE_MIN,
     format_size,
@@ -67,6 +78,12 @@ __all__ = [
     "compression_for_name",
     "place_file",
     "written_through",
+    "expand_inputs",
+    "is_remote",
+    "is_url",
+    "local_path",
+    "open_url",
+    "staged_input",
     "PREALLOCATE_MIN",
     "format_size",
     "free_space",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import KxError
+from . import remote
 from .names import _ALIASES, STDIO, display_name, os_error
 
 _SNIFF = 264  # bytes looked at to recognise a compressed stream or archive (tar: 257 + 5)
@@ -305,14 +306,17 @@ def compression_of(path: str | os.PathLike[str]) -> str | None:
     """``"gzip"``, ``"bzip2"``, ``"xz"``, ``"zstd"`` or ``None`` for a file (by content, not by
     name); a
     compressed or archive format that kxtool does not read is a :class:`KxError`."""
-    p = os.fspath(path)
+    p = remote.local_path(os.fspath(path))
     if p == STDIO:
         return None
-    try:
-        with open(p, "rb") as f:
-            kind = _sniff(f.read(_SNIFF))
-    except OSError as e:
-        raise os_error(e, p) from None
+    if remote.is_remote(p):
+        kind = _sniff(remote.url_head(p, _SNIFF))
+    else:
+        try:
+            with open(p, "rb") as f:
+                kind = _sniff(f.read(_SNIFF))
+        except OSError as e:
+            raise os_error(e, p) from None
     if kind not in _READ_KINDS:
         _wrap_compressed(None, kind, p)  # type: ignore[arg-type]  # raises
     return kind
@@ -325,23 +329,27 @@ def _check_not_directory(p: str) -> None:
 
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open an input for binary reading: a file, a compressed file, a pipe or ``-`` (stdin).
+    """Open an input for binary reading: a file, a compressed file, a pipe, ``-`` (stdin) or
+    a URL (``s3://bucket/key``, see :mod:`kxtool.textio.remote`).
 
     The stream yields decompressed bytes; errors while reading (corrupt or truncated data,
     I/O errors) are :class:`KxError` naming the file, as are errors opening it and formats
     kxtool recognises but does not read. Stdin is not closed on exit.
     """
-    p = os.fspath(path)
+    p = remote.local_path(os.fspath(path))
     if p == STDIO:
         raw = sys.stdin.buffer
         head = raw.peek(_SNIFF)[:_SNIFF] if hasattr(raw, "peek") else b""
         yield _wrap_compressed(raw, _sniff(head), p)
         return
-    _check_not_directory(p)
-    try:
-        raw = open(p, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise os_error(e, p) from None
+    if remote.is_remote(p):
+        raw = remote.open_url(p)
+    else:
+        _check_not_directory(p)
+        try:
+            raw = open(p, "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise os_error(e, p) from None
     try:
         try:
             head = raw.peek(_SNIFF)[:_SNIFF]  # peek, not read+seek: pipes cannot seek
@@ -392,10 +400,11 @@ def open_filler(path: str | os.PathLike[str]) -> Iterator[Callable[[memoryview],
 def input_size(path: str | os.PathLike[str]) -> int | None:
     """The number of bytes ``path`` will yield, when it is known without reading it.
 
-    Plain regular files: their size. Stdin, pipes and compressed files: ``None``.
+    Plain regular files: their size. Stdin, pipes, compressed files and URLs (read as
+    streams, never by byte ranges): ``None``.
     """
-    p = os.fspath(path)
-    if p == STDIO:
+    p = remote.local_path(os.fspath(path))
+    if p == STDIO or remote.is_remote(p):
         return None
     try:
         st = os.stat(p)
@@ -411,8 +420,9 @@ def input_size(path: str | os.PathLike[str]) -> int | None:
 def check_readable(path: str | os.PathLike[str]) -> None:
     """Fail early, with a clear message, if ``path`` cannot be opened for reading or is in a
     format that kxtool does not read."""
-    p = os.fspath(path)
+    p = remote.local_path(os.fspath(path))
     if p == STDIO:
         return
-    _check_not_directory(p)
+    if not remote.is_remote(p):
+        _check_not_directory(p)
     compression_of(p)  # opens it, and refuses formats kxtool recognises but does not read

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from .. import tempfiles
 from ..errors import KxError
+from . import remote
 from .names import STDIO, os_error
 from .sizes import preallocate
 
@@ -60,6 +61,8 @@ class _Output:
     target: str  # the path finally written (symlinks resolved)
     name: str  # the path as the user gave it (for messages)
     replaces: bool  # an existing regular file is replaced
+    url: bool = False  # the target is a URL: ``tmp`` is a local staging file, uploaded at commit
+    existed: bool = True  # (URLs) the target object was there before
 
 
 class AtomicOutputs:
@@ -80,22 +83,35 @@ class AtomicOutputs:
     - a character or block device, a FIFO: opened and written through, never renamed over
       (``-o /dev/null`` stays a device; ``/dev/full`` is a "no space left" error).
 
+    - a URL (``s3://bucket/key``, see :mod:`kxtool.textio.remote`): written to a local
+      temporary file in ``stage_dir`` (default ``$TMPDIR``), so that positional writes work as
+      for a local file, and uploaded when the whole set was written: straight to its name
+      where an upload is atomic (S3, GCS), else to a temporary key then moved onto the name.
+      Nothing reaches the store before the commit; an object this set created is removed
+      again when a later upload of the set fails. ``file://`` URLs are local paths.
+
     A target named ``*.gz``, ``*.bz2``, ``*.xz`` or ``*.zst`` is written compressed. With
     ``make_dirs``, missing directories of a target are created (and removed again if the set
     is discarded while they are still empty).
     """
 
-    def __init__(self, make_dirs: bool = False) -> None:
+    def __init__(
+        self, make_dirs: bool = False, stage_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self._open: list[_Output] = []
         self._stdout: BinaryIO | None = None
         self._make_dirs = make_dirs
         self._made_dirs: list[str] = []
+        self._stage_dir = os.fspath(stage_dir) if stage_dir is not None else None
 
     def open(self, path: str | os.PathLike[str], size: int | None = None) -> BinaryIO:
         """A file writing (eventually) to ``path``; ``size``, when known, reserves the space of
         a temporary file at once (a full disk is then an error before anything is written)."""
-        p = os.fspath(path)
+        name = os.fspath(path)
+        p = remote.local_path(name)
         check_output(p, self._make_dirs)
+        if remote.is_remote(p):
+            return self._open_remote(p, size)
         if p == STDIO:
             if self._stdout is None:
                 self._stdout = _KeepOpen(sys.stdout.buffer)  # type: ignore[assignment]
@@ -128,9 +144,35 @@ class AtomicOutputs:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        out = _Output(f, _compressor(f, kind), tmp, target, p, st is not None)
+        out = _Output(f, _compressor(f, kind), tmp, target, name, st is not None)
         self._open.append(out)
         return _Reporting(out.comp or f, p)  # type: ignore[return-value]
+
+    def _open_remote(self, url: str, size: int | None) -> BinaryIO:
+        """A URL output: staged in a local temporary file, uploaded at commit."""
+        import tempfile
+
+        directory = self._stage_dir or tempfile.gettempdir()
+        base = os.path.basename(url.rstrip("/")) or "output"
+        existed = remote.remote_exists(url)
+        tempfiles.remove_stale(directory, base)
+        try:
+            fd, tmp = tempfiles.make_temp_file(directory, base)
+        except OSError as e:
+            raise os_error(e, directory, "cannot create a temporary file in") from None
+        kind = compression_for_name(url)
+        try:
+            if size and kind is None:
+                preallocate(fd, size, directory)
+            f = os.fdopen(fd, "wb", buffering=1 << 20)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        out = _Output(f, _compressor(f, kind), tmp, url, url, False, url=True, existed=existed)
+        self._open.append(out)
+        return _Reporting(out.comp or f, url)  # type: ignore[return-value]
 
     def _ensure_directory(self, p: str, directory: str) -> None:
         _check_directory(p, directory, self._make_dirs)
@@ -166,7 +208,7 @@ class AtomicOutputs:
         through (a device or FIFO) and only sequential writes reach it."""
         p = os.fspath(path)
         for out in self._open:
-            if out.name == p:
+            if out.name == p or out.target == p:
                 return out.tmp
         raise KeyError(path)
 
@@ -191,8 +233,22 @@ class AtomicOutputs:
                 out.file.close()
             except OSError as e:
                 raise os_error(e, out.name, "cannot write") from None
+        uploaded: list[_Output] = []
+        try:
+            for out in self._open:
+                if out.url:
+                    assert out.tmp is not None
+                    remote.upload(out.tmp, out.target, self._make_dirs)
+                    uploaded.append(out)
+                    with contextlib.suppress(OSError):
+                        os.unlink(out.tmp)
+        except BaseException:
+            for out in uploaded:
+                if not out.existed:
+                    remote.remove(out.target)  # the set is not complete: take it back
+            raise
         for out in self._open:
-            if out.tmp is not None:
+            if out.tmp is not None and not out.url:
                 place_file(out.tmp, out.target, out.name)
         self._open.clear()
         self._made_dirs.clear()
@@ -232,11 +288,14 @@ def check_output(path: str | os.PathLike[str], make_dirs: bool = False) -> None:
     """Fail early, before any work is done, when an output named ``path`` cannot be written:
     an empty name, a directory, a socket, a directory that does not exist (unless
     ``make_dirs``: it will be created)."""
-    p = os.fspath(path)
+    p = remote.local_path(os.fspath(path))
     if p == STDIO:
         return
     if not p:
         raise KxError("an output file name is empty")
+    if remote.is_remote(p):
+        remote.check_remote_output(p)
+        return
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -267,9 +326,11 @@ def written_through(path: str | os.PathLike[str]) -> bool:
     """Whether an output named ``path`` is written through rather than replaced: ``-``, an
     existing device, FIFO or socket (after symbolic links), or a descriptor's name such as
     ``/dev/stdout`` (see :class:`AtomicOutputs`)."""
-    p = os.fspath(path)
+    p = remote.local_path(os.fspath(path))
     if p == STDIO:
         return True
+    if remote.is_remote(p):
+        return False
     try:
         st = os.stat(p)
     except OSError:
@@ -401,7 +462,8 @@ class _Reporting:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], make_dirs: bool = False) -> Iterator[BinaryIO]:
-    """Open one output for binary writing (see :class:`AtomicOutputs`)."""
+    """Open one output for binary writing (see :class:`AtomicOutputs`): a file, ``-`` or a
+    URL."""
     with AtomicOutputs(make_dirs) as outs:
         yield outs.open(path)
 

@@ -18,8 +18,11 @@ from ..textio import (
     check_output,
     display_name,
     input_size,
+    is_remote,
+    local_path,
     os_error,
     read_blocks,
+    staged_input,
     temp_dir,
     written_through,
 )
@@ -60,7 +63,13 @@ def load_vectors(
     [0.5, 0.1, 0.2, 0.3]
     """
     limit = _check_limit(limit)
-    p = os.fspath(path)
+    p = local_path(os.fspath(path))
+    if is_remote(p):
+        # a URL: a local copy is read (every format, memory maps included), never cached
+        with staged_input(p) as local:
+            vec = load_vectors(local, limit=limit, cache=False, progress=progress, workers=workers)
+        vec.source = p
+        return vec
     name = display_name(p)
     if p != "-":
         _check_input(p)
@@ -82,10 +91,11 @@ def load_vectors(
 def save_cache(
     vectors: Vectors, path: str | os.PathLike[str], *, progress: Progress | None = None
 ) -> str:
-    """Write ``vectors`` to ``path`` in kxtool's cache format, atomically. Returns the path."""
-    p = os.fspath(path)
+    """Write ``vectors`` to ``path`` (a file or a URL) in kxtool's cache format, atomically.
+    Returns the path."""
+    p = local_path(os.fspath(path))
     _check_output(p)
-    if written_through(p):
+    if written_through(p) or is_remote(p):
         with temp_dir() as tmp:
             staged = save_cache(vectors, os.path.join(tmp, "staged" + CACHE_SUFFIX))
             with open(staged, "rb") as fin, atomic_output(p) as fout:
@@ -138,11 +148,16 @@ def convert_vectors(
     converts. Returns the written vectors (memory-mapped from ``dst``).
     """
     limit = _check_limit(limit)
-    s, d = os.fspath(src), os.fspath(dst)
+    s, d = local_path(os.fspath(src)), local_path(os.fspath(dst))
     _check_output(d)
-    if written_through(d):
-        # a device or FIFO: the file is made in a temporary directory, then copied into it
-        # (the format is written out of order); the vectors stay mapped from the copy made
+    if is_remote(s):
+        with staged_input(s) as local:
+            vec = convert_vectors(local, d, limit=limit, progress=progress, workers=workers)
+        vec.source = s
+        return vec
+    if written_through(d) or is_remote(d):
+        # a device, FIFO or URL: the file is made in a temporary directory, then copied into
+        # it (the format is written out of order); the vectors stay mapped from the copy made
         with temp_dir() as tmp:
             staged = os.path.join(tmp, "staged" + CACHE_SUFFIX)
             vec = convert_vectors(s, staged, limit=limit, progress=progress, workers=workers)
