@@ -1,0 +1,187 @@
+"""kxtool on a Dask cluster: a LocalCluster of 2 worker processes on 127.0.0.1, started once
+for the module and closed at its end. Every result is compared with the local run."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kxtool.errors import KxError
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from kxtool.cluster import connect
+
+    with connect("local:2") as c:
+        c.client.wait_for_workers(2, timeout=60)
+        yield c
+
+
+# -- the executor --------------------------------------------------------------------------------
+
+
+def _times(ctx, x):
+    if x == 7:
+        raise KxError(f"line {x} of 'a.txt' is bad")
+    return ctx["m"] * x
+
+
+def test_executor_order_context_and_errors(cluster):
+    from kxtool import parallel
+
+    with parallel.executor(4, {"m": 3}, cluster=cluster) as ex:
+        assert ex.jobs == 2
+        assert list(ex.map(_times, range(7))) == [3 * i for i in range(7)]
+        with pytest.raises(KxError) as e:
+            list(ex.map(_times, range(20)))
+        assert e.value.message == "line 7 of 'a.txt' is bad"
+        # an abandoned map cancels what it submitted; the executor still works
+        it = ex.map(_times, range(100), window=8)
+        assert next(it) == 0
+        it.close()
+        assert list(ex.map(_times, [1, 2])) == [3, 6]
+
+
+def test_missing_extra_is_one_line(monkeypatch):
+    from kxtool.cluster import connect
+
+    real = builtins.__import__
+
+    def hide(name, *args, **kwargs):
+        if name == "distributed" or name.startswith("distributed.") or name == "dask":
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", hide)
+    monkeypatch.delitem(sys.modules, "distributed", raising=False)
+    with pytest.raises(KxError) as e:
+        connect("local:2")
+    assert "kxtool[cluster]" in e.value.message and "\n" not in e.value.message
+
+
+def test_missing_extra_cli(tmp_path):
+    """The command line, with the modules hidden: one line naming the extra, exit 1."""
+    f = tmp_path / "a.txt"
+    f.write_text("the cat\na dog\n")
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "distributed.py").write_text("raise ImportError('hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=str(hide))
+    out = subprocess.run(
+        [sys.executable, "-m", "kxtool", "wmd", "--top", "1", str(f), str(f), "--cluster",
+         "local:2"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kxtool[cluster]" in lines[0], out.stderr
+
+
+def test_bad_local_address():
+    from kxtool.cluster import connect
+
+    with pytest.raises(KxError, match="local:N needs N"):
+        connect("local:x")
+
+
+# -- wmd ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def texts():
+    from kxtool.vectors import default_vectors
+
+    v = default_vectors()
+    rng = random.Random(0)
+    words = list(v.words[:2000])
+    out = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 10))) for _ in range(160)]
+    return v, out + out[:15] + ["zzqx qqzv", ""]  # duplicates (ties) and texts without words
+
+
+@pytest.mark.parametrize("metric", ["wmd", "wrd"])
+def test_wmd_top_identical(cluster, texts, metric):
+    from kxtool.wmd import wmd_search
+
+    v, t = texts
+    local = wmd_search(t[:40], t, v, k=5, metric=metric)
+    remote = wmd_search(t[:40], t, v, k=5, metric=metric, cluster=cluster)
+    assert remote == local
+    self_local = wmd_search(t, None, v, k=3, exclude_self=True)
+    assert wmd_search(t, None, v, k=3, exclude_self=True, cluster=cluster) == self_local
+
+
+def test_wmd_cross_and_pairs_identical(cluster, texts):
+    from kxtool.wmd import wmd_cross, wmd_pairs
+
+    v, t = texts
+    for metric in ("wmd", "wcd", "sinkhorn"):
+        a = wmd_cross(t[:20], t[150:], v, metric=metric)
+        b = wmd_cross(t[:20], t[150:], v, metric=metric, cluster=cluster)
+        assert np.array_equal(a, b, equal_nan=True), metric
+    p = list(wmd_pairs(t[:80], t[80:160], v))
+    q = list(wmd_pairs(t[:80], t[80:160], v, cluster=cluster, chunk_size=16))
+    assert np.array_equal(p, q, equal_nan=True)
+
+
+def test_wmd_workers_get_only_used_rows(texts):
+    from kxtool.wmd.space import DocSpace, pack_space
+
+    v, t = texts
+    sp = DocSpace(v)
+    docs = sp.docs(t[:10])
+    small, (packed,) = pack_space(sp, docs)
+    used = {int(r) for d in docs for r in d.rows}
+    assert len(small.table) == len(used) < len(v)
+    assert small.vectors.dim == v.dim and small.index is None
+    for d, p in zip(docs, packed, strict=True):
+        assert np.array_equal(small.table[p.rows], sp.table[d.rows])
+
+
+def test_wmd_cli_cluster_env(tmp_path, texts):
+    from typer.testing import CliRunner
+
+    from kxtool.cli import app
+
+    _, t = texts
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(t[:30]) + "\n")
+    runner = CliRunner()
+    local = runner.invoke(app, ["wmd", "--top", "3", str(f), str(f)])
+    remote = runner.invoke(app, ["wmd", "--top", "3", str(f), str(f)],
+                           env={"KXTOOL_CLUSTER": "local:1"})
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    assert remote.stdout == local.stdout
+
+
+# -- hubness / knn ---------------------------------------------------------------------------------
+
+
+def test_knn_and_hubness_identical(cluster):
+    from kxtool.hubness import hubness_report
+    from kxtool.knn import topk
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 40)).astype(np.float32)
+    x[600:620] = x[:20]  # exact ties
+    for metric in ("cosine", "euclidean"):
+        a = topk(x, k=10, metric=metric, memory=1 << 18)
+        b = topk(x, k=10, metric=metric, memory=1 << 18, cluster=cluster)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    q = x[:50] + 0.01
+    a = topk(q, x, k=5, metric="ip", memory=1 << 16)
+    b = topk(q, x, k=5, metric="ip", memory=1 << 16, cluster=cluster)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    r1 = hubness_report(x, k=10, reduce="mp", memory=1 << 18)
+    r2 = hubness_report(x, k=10, reduce="mp", memory=1 << 18, cluster=cluster)
+    assert r1.measures == r2.measures
+    assert r1.reduced_measures == r2.reduced_measures
+    assert np.array_equal(r1.reduced_indices, r2.reduced_indices)
