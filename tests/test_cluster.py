@@ -185,3 +185,158 @@ def test_knn_and_hubness_identical(cluster):
     assert r1.measures == r2.measures
     assert r1.reduced_measures == r2.reduced_measures
     assert np.array_equal(r1.reduced_indices, r2.reduced_indices)
+
+
+# -- shuffle --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Three plain inputs (the last without a final newline) and a gzip and a zstd copy."""
+    import gzip
+
+    import zstandard
+
+    d = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(1)
+    plain = []
+    for i in range(3):
+        lines = ["x" * rng.randint(0, 30) + f" {i} {j}" for j in range(12000)]
+        p = d / f"in{i}.txt"
+        p.write_text("\n".join(lines) + ("" if i == 2 else "\n"))
+        plain.append(str(p))
+    gz = d / "in1.txt.gz"
+    gz.write_bytes(gzip.compress(open(plain[1], "rb").read()))
+    zst = d / "in2.txt.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(open(plain[2], "rb").read()))
+    return plain, str(gz), str(zst)
+
+
+def _same(a, b):
+    return open(a, "rb").read() == open(b, "rb").read()
+
+
+def _shuffle_both(tmp_path, cluster, inputs, name, *, memory="1M", **kw):
+    from kxtool.shuffle import shuffle_files
+    from kxtool.shuffle.cluster import shuffle_on_cluster
+
+    local = str(tmp_path / f"local-{name}")
+    remote = str(tmp_path / f"remote-{name}")
+    shards = kw.get("shards")
+    zero = kw.pop("zero_terminated", False)
+    shuffle_files(inputs, local, memory=memory, seed=11, zero_terminated=zero, **kw)
+    tmp = tmp_path / f"tmp-{name}"
+    tmp.mkdir()
+    from kxtool.textio import parse_size
+
+    res = shuffle_on_cluster(
+        inputs, remote, parse_size(memory), 11, str(tmp), shards, kw.get("header", 0),
+        b"\0" if zero else b"\n", cluster, None, None, 1 << 15,
+    )
+    names = [(local.format(j), remote.format(j)) for j in range(shards or 1)]
+    assert all(_same(a, b) for a, b in names), name
+    assert os.listdir(tmp) == []
+    return res
+
+
+def test_shuffle_plain_identical(cluster, corpus, tmp_path):
+    plain, _, _ = corpus
+    res = _shuffle_both(tmp_path, cluster, plain, "plain.txt")
+    assert res.records == 36000 and res.runs > 4
+    _shuffle_both(tmp_path, cluster, plain, "header.txt", header=3)
+    _shuffle_both(tmp_path, cluster, plain, "shards-{}.txt", shards=3, header=1)
+    # a compressed output and a big budget (few piles, one task)
+    _shuffle_both(tmp_path, cluster, plain, "out.txt.gz", memory="64M")
+
+
+def test_shuffle_compressed_parts_identical(cluster, corpus, tmp_path):
+    plain, gz, zst = corpus
+    _shuffle_both(tmp_path, cluster, [plain[0], gz, zst], "mixed.txt", header=2)
+    _shuffle_both(tmp_path, cluster, [zst, gz], "parts-{}.txt", shards=2, header=1)
+
+
+def test_shuffle_zero_terminated_and_cli(cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from kxtool.cli import app
+
+    src = tmp_path / "z.bin"
+    src.write_bytes(b"".join(f"rec {i}\nwith newline\0".encode() for i in range(5000)))
+    _shuffle_both(tmp_path, cluster, [str(src)], "z.out", zero_terminated=True)
+    txt = tmp_path / "lines.txt"
+    txt.write_text("".join(f"{i}\n" for i in range(3000)))
+    runner = CliRunner()
+    a = runner.invoke(app, ["shuffle", str(txt), "--seed", "4"])
+    b = runner.invoke(app, ["shuffle", str(txt), "--seed", "4", "--cluster", "local:1",
+                            "-T", str(tmp_path)])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert a.stdout == b.stdout
+
+
+def test_shuffle_error_in_task_is_one_line(cluster, tmp_path):
+    from kxtool.shuffle import shuffle_files
+
+    src = tmp_path / "long.txt"
+    src.write_bytes(b"short\n" * 10 + b"y" * 5000 + b"\n" + b"short\n" * 10)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with pytest.raises(KxError) as e:
+        shuffle_files([str(src)], str(tmp_path / "o.txt"), memory="16K", cluster=cluster,
+                      tmp_dir=str(tmp))
+    assert "line 11 of" in e.value.message and "raise --memory" in e.value.message
+    assert os.listdir(tmp) == [] and not (tmp_path / "o.txt").exists()
+
+
+def _set_delay(seconds):
+    import kxtool.shuffle.cluster as sc
+
+    sc._DELAY = seconds
+    return os.getpid()
+
+
+def test_shuffle_worker_killed_in_pass1(cluster, corpus, tmp_path):
+    """A worker process killed mid-pass-1 (its nanny starts a new one): Dask runs its task
+    again; the output is identical and complete and no temporary pile is left."""
+    import signal
+    import threading
+    import time
+
+    from kxtool.shuffle import shuffle_files
+    from kxtool.shuffle.cluster import shuffle_on_cluster
+
+    plain, gz, _ = corpus
+    inputs = [plain[0], gz, plain[2]]
+    local = tmp_path / "local.txt"
+    shuffle_files(inputs, str(local), memory="1M", seed=3, header=1)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    client = cluster.client
+    pids = client.run(_set_delay, 0.2)
+    out = tmp_path / "remote.txt"
+    box = {}
+
+    def run():
+        try:
+            box["r"] = shuffle_on_cluster(inputs, str(out), 1 << 20, 3, str(tmp), None, 1,
+                                          b"\n", cluster, None, None, 1 << 15)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            box["e"] = e
+
+    t = threading.Thread(target=run)
+    try:
+        t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "r" not in box and "e" not in box:
+            if any(n.endswith(".runs") for _, _, fs in os.walk(tmp) for n in fs):
+                break
+            time.sleep(0.02)
+        assert "r" not in box, "pass 1 ended before a worker could be killed"
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        t.join(120)
+    finally:
+        client.run(_set_delay, 0.0)
+        client.wait_for_workers(2, timeout=60)
+    assert "e" not in box, box.get("e")
+    assert box["r"].records == 35999
+    assert _same(local, out)
+    assert os.listdir(tmp) == []
