@@ -287,6 +287,43 @@ def test_shuffle_error_in_task_is_one_line(cluster, tmp_path):
     assert os.listdir(tmp) == [] and not (tmp_path / "o.txt").exists()
 
 
+def test_shuffle_ctrl_c_cancels_and_cleans(cluster, corpus, tmp_path):
+    """Ctrl-C during pass 1 (raised here by the progress callback): the pending tasks are
+    cancelled, the temporary directory and the output's temporary file are removed."""
+    import time
+
+    from kxtool.shuffle import shuffle_files
+
+    plain, _, _ = corpus
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    client = cluster.client
+    client.run(_set_delay, 0.05)
+
+    def progress(phase, done, total):
+        if phase == "reading":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "o.txt"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            from kxtool.shuffle.cluster import shuffle_on_cluster
+
+            shuffle_on_cluster(plain, str(out), 1 << 20, 1, str(tmp), None, 0, b"\n",
+                               cluster, progress, None, 1 << 15)
+        assert os.listdir(tmp) == [] and os.listdir(tmp_path) == sorted(["tmp"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(client.processing().values()):
+            time.sleep(0.05)
+        assert not any(client.processing().values())
+    finally:
+        client.run(_set_delay, 0.0)
+    assert os.listdir(tmp) == []
+    # the cluster still works afterwards
+    shuffle_files(plain[:1], str(out), cluster=cluster, tmp_dir=str(tmp))
+    assert sorted(open(out, "rb").read().split()) == sorted(open(plain[0], "rb").read().split())
+
+
 def _set_delay(seconds):
     import kxtool.shuffle.cluster as sc
 
