@@ -313,6 +313,8 @@ def shuffle_on_cluster(
                 progress("counting", done, total_in)
         head = head or []
         st["count_seconds"] = time.perf_counter() - started
+        st["unit_bytes"] = [_unit_bytes(u) for u in units]
+        st["unit_records"] = counts
         firsts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)[:-1])).tolist()
         # records of the same file before each unit (for line numbers in errors)
         line_base, seen_in = [], {}
@@ -351,6 +353,8 @@ def shuffle_on_cluster(
             t2 = time.perf_counter()
             groups = _pile_groups(merged, pile_sizes, threads, unit, _task_bytes)
             st["pass2_tasks"] = len(groups)
+            st["group_bytes"] = [int(g["sizes"].sum()) for g in groups]
+            st["group_records"] = [int(g["counts"].sum()) for g in groups]
             target = writer.direct_target() if total_bytes else None
             ctx2 = dict(
                 dir=directory, sep=sep, bits=bits, files=merged.files,
