@@ -363,7 +363,8 @@ def choices(*values: str) -> Callable[[str], list[str]]:
 
 
 CLUSTER_HELP = (
-    "Run the work as tasks on a Dask cluster (extra kxtool[cluster]): 'local:N' starts N "
+    "Run the work as tasks on a Dask cluster (extra kxtool[cluster]; default $KXTOOL_CLUSTER): "
+    "'local:N' starts N "
     "worker processes here; any other value is a scheduler address (tcp://host:8786, "
     "tls://...) for distributed.Client, with Dask's own configuration. The result is the "
     "same as without it."

@@ -68,6 +68,7 @@ Examples:
 \b
   kxtool hubness glove.6B.300d.txt --limit 50000 -k 10
   kxtool hubness embeddings.npy --metric euclidean --reduce mp --json
+  kxtool hubness embeddings.npy -k 10 --cluster local:2
   kxtool hubness sample --dim 512 --count 1000 -k 5 --min-occurrence 50 -o z.npy
 """
 

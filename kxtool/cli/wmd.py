@@ -61,6 +61,7 @@ Examples:
   kxtool wmd --cross a.txt b.txt --json
   kxtool wmd --top 10 queries.txt corpus.txt.gz
   kxtool wmd --top 3 --exclude-self corpus.txt corpus.txt   # near-duplicates
+  kxtool wmd --top 10 queries.txt corpus.txt --cluster tcp://scheduler:8786
   cut -f1 pairs.tsv | kxtool wmd - <(cut -f2 pairs.tsv) | paste pairs.tsv -
 """
 
