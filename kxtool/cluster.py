@@ -208,6 +208,19 @@ def _call(fn: Task, token: str, blob: Any, item: Any) -> Any:
         return _Failed(e)
 
 
+def _lost(e: BaseException) -> None:
+    """Raise a one-line :class:`KxError` for Dask's failures that are not a task's own: a task
+    whose workers kept dying (Dask gave up on it), the scheduler gone."""
+    kind = type(e).__name__
+    if kind == "KilledWorker":
+        raise KxError(
+            "a task was lost with its worker too many times (out of memory? see"
+            " distributed.scheduler.allowed-failures)"
+        ) from None
+    if kind in ("CommClosedError", "CancelledError", "FutureCancelledError"):
+        raise KxError(f"lost the Dask cluster while tasks were running ({kind})") from None
+
+
 def run_tasks(
     cluster: Cluster,
     fn: Callable[..., Any],
@@ -256,7 +269,11 @@ def run_tasks(
                 )
             if not pending:
                 return
-            result = pending[0].result()
+            try:
+                result = pending[0].result()
+            except Exception as e:  # noqa: BLE001 - Dask's own failures become one line
+                _lost(e)
+                raise
             pending.popleft()
             if isinstance(result, _Failed):
                 result.raise_()
