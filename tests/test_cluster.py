@@ -216,7 +216,8 @@ def _same(a, b):
     return open(a, "rb").read() == open(b, "rb").read()
 
 
-def _shuffle_both(tmp_path, cluster, inputs, name, *, memory="1M", **kw):
+def _shuffle_both(tmp_path, cluster, inputs, name, *, memory="1M", task_bytes=1 << 15,
+                  pile_bits=None, **kw):
     from kxtool.shuffle import shuffle_files
     from kxtool.shuffle.cluster import shuffle_on_cluster
 
@@ -231,7 +232,7 @@ def _shuffle_both(tmp_path, cluster, inputs, name, *, memory="1M", **kw):
 
     res = shuffle_on_cluster(
         inputs, remote, parse_size(memory), 11, str(tmp), shards, kw.get("header", 0),
-        b"\0" if zero else b"\n", cluster, None, None, 1 << 15,
+        b"\0" if zero else b"\n", cluster, None, pile_bits, task_bytes,
     )
     names = [(local.format(j), remote.format(j)) for j in range(shards or 1)]
     assert all(_same(a, b) for a, b in names), name
@@ -247,6 +248,10 @@ def test_shuffle_plain_identical(cluster, corpus, tmp_path):
     _shuffle_both(tmp_path, cluster, plain, "shards-{}.txt", shards=3, header=1)
     # a compressed output and a big budget (few piles, one task)
     _shuffle_both(tmp_path, cluster, plain, "out.txt.gz", memory="64M")
+    # pass-2 tasks of many piles, read in batches (two reads per run and batch)
+    res = _shuffle_both(tmp_path, cluster, plain, "batched.txt", memory="4M", task_bytes=None,
+                        pile_bits=8)
+    assert res.piles == 256
 
 
 def test_shuffle_compressed_parts_identical(cluster, corpus, tmp_path):

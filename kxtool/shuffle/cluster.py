@@ -156,10 +156,73 @@ class _FileSink(_Sink):
         self.offset += len(data)
 
 
+def _batch_in_memory(sub: _Runs, p: int, q: int) -> _Runs:
+    """Piles ``p:q`` of ``sub`` read into memory with two reads per run (a run holds
+    consecutive piles next to each other: their keys in one span, their bytes in another),
+    instead of two per run and pile."""
+    counts, sizes = sub._index()
+    kpos, dpos = sub._positions(p)
+    nk = counts[p:q].sum(axis=0, dtype=np.int64)
+    nd = sizes[p:q].sum(axis=0, dtype=np.int64)
+    from .runs import _pread_into
+
+    mem = _Runs(None, sub.sep, sub.shift, sub.bits, "batch")
+    for r in range(len(nk)):
+        keys = np.empty(int(nk[r]), dtype=np.uint64)
+        data = np.empty(int(nd[r]), dtype=np.uint8)
+        if len(keys):
+            path = sub.files[sub.run_file[r]]
+            fd = sub._fd(sub.run_file[r])
+            got_k = _pread_into(fd, keys, int(kpos[r]))
+            got_d = _pread_into(fd, data, int(dpos[r]))
+            if got_k != 8 * len(keys) or got_d != len(data):
+                raise KxError(f"temporary file {path!r} was truncated or changed during the run")
+        mem.memory.append((keys, data))
+    n = len(nk)
+    mem.run_file, mem.key_base, mem.data_base = [-1] * n, [0] * n, [0] * n
+    mem._frozen = (np.ascontiguousarray(counts[p:q]), np.ascontiguousarray(sizes[p:q]))
+    return mem
+
+
+def _drain_group(
+    sub: _Runs, counts: np.ndarray, sizes: np.ndarray, budget: int, sink: _Sink
+) -> None:
+    """Order and write every pile of a group: consecutive small piles in batches of about an
+    eighth of the budget read at once (:func:`_batch_in_memory`), a pile too big for that
+    alone from the run files (split again by the next key bits if need be)."""
+    from .plan import _work_memory
+
+    limit = max(1, budget // 8)
+
+    def small(i: int) -> bool:
+        nbytes = int(sizes[i])
+        return nbytes <= limit and _work_memory(nbytes, int(counts[i])) <= 0.6 * budget
+
+    p, n = 0, len(counts)
+    while p < n:
+        if not counts[p]:
+            p += 1
+            continue
+        if not small(p):
+            _drain_pile(sub, p, int(counts[p]), int(sizes[p]), budget, sink)
+            p += 1
+            continue
+        q, total = p, 0
+        while q < n and small(q) and total + int(sizes[q]) <= limit:
+            total += int(sizes[q])
+            q += 1
+        mem = _batch_in_memory(sub, p, q)
+        for i in range(p, q):
+            if counts[i]:
+                _drain_pile(mem, i - p, int(counts[i]), int(sizes[i]), budget, sink)
+        del mem
+        p = q
+
+
 def _order_task(ctx: dict, item: dict) -> tuple[int, int]:
     """Pass 2: order the piles ``a:b`` and write them (at their offsets into the output, or
     into the group's part file). Returns (group, bytes written)."""
-    g, a, b = item["group"], item["a"], item["b"]
+    g = item["group"]
     token = _token()
     sub = _Runs(ctx["dir"], ctx["sep"], 0, ctx["bits"], f"p2-{g}-{token}")
     sub.files = ctx["files"]
@@ -185,9 +248,7 @@ def _order_task(ctx: dict, item: dict) -> tuple[int, int]:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             sink = _FileSink(fd)
             start = 0
-        for p in range(b - a):
-            if counts[p]:
-                _drain_pile(sub, p, int(counts[p]), int(sizes[p]), ctx["budget"], sink)
+        _drain_group(sub, counts, sizes, ctx["budget"], sink)
         written = sink.offset - start  # type: ignore[attr-defined]
         if written != int(sizes.sum()):
             raise KxError(f"internal error: wrote {written} bytes of {int(sizes.sum())}")
