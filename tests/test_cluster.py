@@ -187,6 +187,22 @@ def test_knn_and_hubness_identical(cluster):
     assert np.array_equal(r1.reduced_indices, r2.reduced_indices)
 
 
+def test_hubness_cli_cluster(tmp_path):
+    from typer.testing import CliRunner
+
+    from kxtool.cli import app
+
+    x = np.random.default_rng(1).normal(size=(400, 20)).astype(np.float32)
+    f = tmp_path / "x.npy"
+    np.save(f, x)
+    runner = CliRunner()
+    a = runner.invoke(app, ["hubness", str(f), "-k", "5", "--json", "--memory", "64K"])
+    b = runner.invoke(app, ["hubness", str(f), "-k", "5", "--json", "--memory", "64K",
+                            "--cluster", "local:1"])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert a.stdout == b.stdout
+
+
 # -- shuffle --------------------------------------------------------------------------------------
 
 
