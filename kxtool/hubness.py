@@ -612,10 +612,13 @@ def hubness_report(
     approx: bool = False,
     top: int = 10,
     progress: Progress | None = None,
+    cluster: Any = None,
 ) -> HubnessReport:
     """k-NN lists of the rows of ``x``, their hubness measures and, with ``reduce``, the same
     after hubness reduction (see :func:`reduce_hubness`; ``candidates`` per point, default
-    ``max(100, 3k)`` capped at n - 1).
+    ``max(100, 3k)`` capped at n - 1). ``cluster`` (see :mod:`kxtool.cluster`) computes the
+    exact k-NN lists as tasks on a Dask cluster (:func:`kxtool.knn.topk`); the measures are
+    computed here, and are those of a local run without the tiled self-search.
 
     >>> x = np.random.default_rng(0).normal(size=(500, 50)).astype(np.float32)
     >>> r = hubness_report(x, k=10, metric="euclidean", reduce="mp")
@@ -648,7 +651,8 @@ def hubness_report(
     if approx:
         ind, sc = topk_approx(x, k=c, metric=metric, progress=progress)
     else:
-        ind, sc = topk(x, k=c, metric=metric, memory=memory, progress=progress)
+        ind, sc = topk(x, k=c, metric=metric, memory=memory, progress=progress,
+                       cluster=cluster)
     dist = (1.0 - sc.astype(np.float64)) if metric == "cosine" else sc.astype(np.float64)
     base_ind = ind[:, :k]
     nk = k_occurrence(base_ind, n)

@@ -542,6 +542,7 @@ def topk(
     memory: int = DEFAULT_MEMORY,
     progress: Progress | None = None,
     symmetric: bool | None = None,
+    cluster: object = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact k nearest rows of ``base`` for every row of ``queries``.
 
@@ -604,7 +605,11 @@ def topk(
     if symmetric is None:
         # Halving the products pays off when they dominate: many dimensions, large n.
         symmetric = n_b > 8 * (4 * ke + 4) and q.shape[1] >= SYMMETRIC_MIN_DIM
-    if self_mode and symmetric:
+    if cluster is not None:
+        out_i, out_v = _topk_cluster(q, b, self_mode, ke, shift, exclude, int(memory),
+                                     progress, cluster)
+        symmetric = False
+    elif self_mode and symmetric:
         out_i, out_v = _topk_symmetric(q, ke, shift, exclude, int(memory), progress)
     else:
         out_i, out_v = _topk_blocks(q, b, ke, shift, exclude, int(memory), progress)
@@ -644,21 +649,81 @@ def _topk_blocks(
     out_i = np.empty((n_q, k), dtype=np.int64)
     out_v = np.empty((n_q, k), dtype=np.float32)
     buf = np.empty((min(rows, n_q), n_b), dtype=np.float32)
-    bt = b.T
     for s in range(0, n_q, rows):
         e = min(n_q, s + rows)
-        S = buf[: e - s]
-        np.matmul(q[s:e], bt, out=S)
-        if shift is not None:
-            S -= shift[None, :]
-        if exclude:
-            r = np.arange(e - s)
-            S[r, r + s] = -np.inf
-        ci, cv = _select_block(S, k, groups)
-        out_i[s:e] = ci
-        out_v[s:e] = cv
+        out_i[s:e], out_v[s:e] = _block_topk(q, b, s, e, k, shift, exclude, groups, buf)
         if progress is not None:
             progress("k-NN", e, n_q)
+    return out_i, out_v
+
+
+def _block_topk(
+    q: np.ndarray,
+    b: np.ndarray,
+    s: int,
+    e: int,
+    k: int,
+    shift: np.ndarray | None,
+    exclude: bool,
+    groups: int,
+    buf: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 top k of query rows ``s:e`` (one block of :func:`_topk_blocks`)."""
+    S = buf[: e - s] if buf is not None else np.empty((e - s, len(b)), dtype=np.float32)
+    np.matmul(q[s:e], b.T, out=S)
+    if shift is not None:
+        S -= shift[None, :]
+    if exclude:
+        r = np.arange(e - s)
+        S[r, r + s] = -np.inf
+    return _select_block(S, k, groups)
+
+
+def _cluster_blocks(work: dict, blocks: list[tuple[int, int]]) -> list:
+    """A cluster task: :func:`_block_topk` for consecutive blocks of query rows."""
+    b = work["b"]
+    q = b if work["q"] is None else work["q"]
+    return [
+        (s, *_block_topk(q, b, s, e, work["k"], work["shift"], work["exclude"], work["groups"]))
+        for s, e in blocks
+    ]
+
+
+def _topk_cluster(
+    q: np.ndarray,
+    b: np.ndarray,
+    self_mode: bool,
+    k: int,
+    shift: np.ndarray | None,
+    exclude: bool,
+    memory: int,
+    progress: Progress | None,
+    cluster: object,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_topk_blocks` with its blocks as tasks on a Dask cluster (the same blocks, so
+    the same float32 lists); each task takes a few consecutive blocks."""
+    from . import parallel
+
+    n_q, n_b = len(q), len(b)
+    rows = _block_rows(n_b, memory)
+    groups = 4 * k + 4
+    if groups * 8 > n_b:
+        groups = 0
+    blocks = [(s, min(n_q, s + rows)) for s in range(0, n_q, rows)]
+    out_i = np.empty((n_q, k), dtype=np.int64)
+    out_v = np.empty((n_q, k), dtype=np.float32)
+    work = dict(q=None if self_mode else q, b=b, k=k, shift=shift, exclude=exclude,
+                groups=groups)
+    done = 0
+    with parallel.executor(None, work, cluster=cluster) as ex:
+        per = max(1, len(blocks) // (4 * ex.jobs))
+        for res in ex.map(_cluster_blocks, parallel.chunked(blocks, per)):
+            for s, ci, cv in res:
+                out_i[s : s + len(ci)] = ci
+                out_v[s : s + len(ci)] = cv
+                done += len(ci)
+            if progress is not None:
+                progress("k-NN", done, n_q)
     return out_i, out_v
 
 

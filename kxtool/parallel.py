@@ -18,9 +18,9 @@ Executors:
   and waiting for their turn), so a long stream of items is never read ahead. Workers ignore
   Ctrl-C (the caller handles it) and are stopped on exit, however it comes.
 
-A cluster executor (Dask) stands beside these with the same :meth:`Executor.map`: it sends the
-context to the workers once and the items as tasks. Engines take an executor, or build a
-local one with :func:`executor`.
+The cluster executor (Dask, :class:`kxtool.cluster.DaskExecutor`) stands beside these with the
+same :meth:`Executor.map`: it sends the context to the workers once and the items as tasks.
+Engines build their executor with :func:`executor`, which gives it for a ``cluster``.
 
 A :class:`~kxtool.errors.KxError` raised in a task reaches the caller as the same error. A
 worker process that dies (killed, out of memory) takes its task with it: :meth:`Executor.map`
@@ -344,9 +344,20 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def executor(jobs: int | None, context: Any = None) -> Executor:
+def executor(jobs: int | None, context: Any = None, cluster: Any = None) -> Executor:
     """A local executor for ``jobs`` workers: serial for one job (or ``None``), else forked
-    processes (serial where this platform cannot fork)."""
+    processes (serial where this platform cannot fork). With ``cluster`` (an address such as
+    ``"local:2"`` or ``"tcp://host:8786"``, or a :class:`kxtool.cluster.Cluster`), the Dask
+    executor of :mod:`kxtool.cluster` instead, whatever ``jobs``.
+
+    >>> with executor(1, 10) as ex:
+    ...     list(ex.map(lambda ctx, x: ctx + x, [1, 2]))
+    [11, 12]
+    """
+    if cluster is not None:
+        from .cluster import DaskExecutor
+
+        return DaskExecutor(cluster, context)
     if jobs is None or jobs <= 1:
         return SerialExecutor(context)
     try:

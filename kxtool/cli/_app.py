@@ -360,3 +360,33 @@ def choices(*values: str) -> Callable[[str], list[str]]:
         return [v for v in values if v.startswith(incomplete)]
 
     return complete
+
+
+CLUSTER_HELP = (
+    "Run the work as tasks on a Dask cluster (extra kxtool[cluster]; default $KXTOOL_CLUSTER): "
+    "'local:N' starts N "
+    "worker processes here; any other value is a scheduler address (tcp://host:8786, "
+    "tls://...) for distributed.Client, with Dask's own configuration. The result is the "
+    "same as without it."
+)
+
+
+def cluster_option(help: str = CLUSTER_HELP) -> Any:
+    """The ``--cluster ADDRESS`` option (``$KXTOOL_CLUSTER`` when it is not given)."""
+    return typer.Option(
+        None, "--cluster", envvar="KXTOOL_CLUSTER", metavar="ADDRESS", help=help,
+        show_envvar=True,
+    )
+
+
+@contextlib.contextmanager
+def cluster_connection(address: str | None) -> Any:
+    """The :class:`kxtool.cluster.Cluster` for ``--cluster`` (``None`` without it), closed at
+    the end; a missing extra or an unreachable scheduler is a one-line error."""
+    if not address:
+        yield None
+        return
+    from ..cluster import connect
+
+    with connect(address) as cluster:
+        yield cluster

@@ -15,7 +15,17 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from ._app import Bars, add_group, choices, guard, parse_size_option, print_json
+from ._app import (
+    CLUSTER_HELP,
+    Bars,
+    add_group,
+    choices,
+    cluster_connection,
+    cluster_option,
+    guard,
+    parse_size_option,
+    print_json,
+)
 
 
 class _DefaultGroup(TyperGroup):
@@ -58,6 +68,7 @@ Examples:
 \b
   kxtool hubness glove.6B.300d.txt --limit 50000 -k 10
   kxtool hubness embeddings.npy --metric euclidean --reduce mp --json
+  kxtool hubness embeddings.npy -k 10 --cluster local:2
   kxtool hubness sample --dim 512 --count 1000 -k 5 --min-occurrence 50 -o z.npy
 """
 
@@ -347,6 +358,9 @@ def report_command(
         False, "--approx", help="Approximate k-NN with faiss HNSW (extra kxtool[approx])."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    cluster: str | None = cluster_option(
+        CLUSTER_HELP + " The exact k-NN runs there in blocks of queries; the measures here."
+    ),
 ) -> None:
     if metric not in ("cosine", "euclidean"):
         raise typer.BadParameter("use cosine or euclidean", param_hint="--metric")
@@ -366,30 +380,46 @@ def report_command(
 
         check_output(neighbors)  # before the work, not after it
 
-    from ..hubness import hubness_report, read_matrix
-    from ..textio import display_name
+    from ..hubness import read_matrix
 
+    if cluster and approx:
+        raise typer.BadParameter("--approx runs here; leave out --cluster", param_hint="--cluster")
     progress, close = _progress_router()
     try:
         x, words, rows = read_matrix(file, limit=limit, sample=sample, seed=seed, progress=progress)
-        rep = hubness_report(
-            x,
-            words=words,
-            rows=rows,
-            source=display_name(file),
-            k=k,
-            metric=metric,
-            hub_size=hub_size,
-            reduce=reduce,
-            candidates=candidates,
-            scale_k=scale_k,
-            memory=mem,
-            approx=approx,
-            top=top,
-            progress=progress,
-        )
+        with cluster_connection(cluster) as connection:
+            rep = _report_on(x, words, rows, file, k, metric, hub_size, reduce, candidates,
+                             scale_k, mem, approx, top, progress, connection)
     finally:
         close()
+    _show_report(rep, words, neighbors, json_out)
+
+
+def _report_on(x, words, rows, file, k, metric, hub_size, reduce, candidates,  # type: ignore[no-untyped-def]
+               scale_k, mem, approx, top, progress, connection):
+    from ..hubness import hubness_report
+    from ..textio import display_name
+
+    return hubness_report(
+        x,
+        words=words,
+        rows=rows,
+        source=display_name(file),
+        k=k,
+        metric=metric,
+        hub_size=hub_size,
+        reduce=reduce,
+        candidates=candidates,
+        scale_k=scale_k,
+        memory=mem,
+        approx=approx,
+        top=top,
+        progress=progress,
+        cluster=connection,
+    )
+
+
+def _show_report(rep, words, neighbors, json_out) -> None:  # type: ignore[no-untyped-def]
     data = rep.to_dict()
     if neighbors is not None:
         _save_neighbors(neighbors, rep, words is not None)

@@ -7,7 +7,10 @@ import time
 import typer
 
 from ._app import (
+    CLUSTER_HELP,
     Bars,
+    cluster_connection,
+    cluster_option,
     command,
     deprecated_flag,
     err,
@@ -34,6 +37,7 @@ Examples:
   kxtool shuffle train.de --seed 1 -o train.de   # the two stay aligned
   zcat big.txt.gz | kxtool shuffle --header 1 | head
   kxtool shuffle 's3://bkt/crawl/part-*.zst' --shards 64 -o 's3://bkt/shuf/{:05d}.zst'
+  kxtool shuffle part-*.txt --cluster local:2 -T /shared/tmp -o /shared/out.txt
 """
 
 
@@ -103,6 +107,10 @@ def shuffle(
         help="Worker processes for inputs that do not fit in memory, threads for those that do "
         "(default: the cores, at most 4). The output does not depend on it.",
     ),
+    cluster: str | None = cluster_option(
+        CLUSTER_HELP + " The inputs, the output and --tmp-dir must be on storage every worker"
+        " sees; --memory is each worker's budget; the output is the same byte for byte."
+    ),
     json_out: bool = typer.Option(
         False, "--json", help="Print a JSON summary on stdout (needs -o)."
     ),
@@ -128,7 +136,7 @@ def shuffle(
         with usage_errors("--shards"):
             check_shard_pattern(output, shards)
     started = time.perf_counter()
-    with Bars() as bars:
+    with Bars() as bars, cluster_connection(cluster) as connection:
         result = shuffle_files(
             list(inputs) if inputs else ["-"],
             output,
@@ -140,6 +148,7 @@ def shuffle(
             zero_terminated=zero_terminated,
             jobs=jobs,
             progress=bars,
+            cluster=connection,
         )
     elapsed = time.perf_counter() - started
     summary = {

@@ -11,7 +11,17 @@ from typing import Any
 
 import typer
 
-from ._app import Bars, choices, command, err, print_json, warn
+from ._app import (
+    CLUSTER_HELP,
+    Bars,
+    choices,
+    cluster_connection,
+    cluster_option,
+    command,
+    err,
+    print_json,
+    warn,
+)
 
 _METRICS = ("wmd", "wrd", "wcd", "rwmd", "sinkhorn")
 _LANGS = ("auto", "zh", "en")
@@ -52,6 +62,7 @@ Examples:
   kxtool wmd --cross a.txt b.txt --json
   kxtool wmd --top 10 queries.txt corpus.txt.gz
   kxtool wmd --top 3 --exclude-self corpus.txt corpus.txt   # near-duplicates
+  kxtool wmd --top 10 queries.txt corpus.txt --cluster tcp://scheduler:8786
   cut -f1 pairs.tsv | kxtool wmd - <(cut -f2 pairs.tsv) | paste pairs.tsv -
 """
 
@@ -276,6 +287,9 @@ def wmd_command(
     jobs: int = typer.Option(
         1, "--jobs", "-j", metavar="N", help="Worker processes (0: one per CPU)."
     ),
+    cluster: str | None = cluster_option(
+        CLUSTER_HELP + " Paired mode, --cross and --top (wmd and wrd) run there."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per line)."),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Report tokens, unknown words and search work on stderr."
@@ -290,7 +304,7 @@ def wmd_command(
     from ..errors import KxError
     from ..text import Tokenizer
     from ..vectors import resolve_vectors
-    from ..wmd import DocSpace, WmdStats, cross_rows, search_rows, wmd_pairs
+    from ..wmd import DocSpace, WmdStats
 
     _validate(metric, lang, similarity, cross, top, text, reg)
     if exclude_self and top is None:
@@ -345,6 +359,19 @@ def wmd_command(
 
     # what the paired, cross and top-k engines all take
     options = {"metric": metric, "tokenizer": tokenizer, "reg": reg, "jobs": jobs, "stats": stats}
+    with cluster_connection(cluster) as connection:
+        if connection is not None:
+            options["cluster"] = connection
+        _compare_files(a, b, vecs, top, cross, exclude_self, as_json, verbose, options,
+                       tokenizer, stats, value, key)
+
+
+def _compare_files(a, b, vecs, top, cross, exclude_self, as_json, verbose, options,  # type: ignore[no-untyped-def]
+                   tokenizer, stats, value, key) -> None:
+    """The three file modes: top-k search, all pairs, paired."""
+    from ..wmd import cross_rows, search_rows, wmd_pairs
+
+    out = sys.stdout
     if top is not None:
         same = a == b and a != "-"
         queries = _read_all(a)

@@ -210,6 +210,7 @@ def shuffle_files(
     zero_terminated: bool = False,
     jobs: int | None = None,
     progress: Progress | None = None,
+    cluster: object = None,
     _pile_bits: int | None = None,
 ) -> ShuffleResult:
     """Shuffle the records of ``inputs`` uniformly into ``output``, in bounded memory.
@@ -224,7 +225,11 @@ def shuffle_files(
     first input stay on top (of every shard). Records end with a newline, or with NUL when
     ``zero_terminated``; a missing final terminator is added. Inputs that do not fit in memory
     are shuffled by ``jobs`` worker processes (default :func:`default_jobs`); the output does
-    not depend on their number. Raises :class:`KxError`.
+    not depend on their number. With ``cluster`` (an address such as ``"local:2"`` or
+    ``"tcp://host:8786"``, see :mod:`kxtool.cluster`) both passes run as tasks on a Dask
+    cluster instead, with ``memory`` the budget of each worker; inputs, output and ``tmp_dir``
+    must then be on storage every worker sees, and the output is the same byte for byte
+    (:mod:`kxtool.shuffle.cluster`). Raises :class:`KxError`.
 
     >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
@@ -265,6 +270,13 @@ def shuffle_files(
     if seed is None:
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"
+    if cluster is not None:
+        from .cluster import shuffle_on_cluster
+
+        return shuffle_on_cluster(
+            paths, output, budget, seed, tmp_dir, shards, header, sep, cluster, progress,
+            _pile_bits,
+        )
     _tune_allocator()
     # stdin redirected from a plain file is read like that file: by byte ranges, in parallel
     with stdin_as_file() if STDIO in paths else contextlib.nullcontext() as stdin_path:

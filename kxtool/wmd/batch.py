@@ -68,13 +68,16 @@ def wmd_pairs(
     chunk_size: int = 128,
     progress: Progress | None = None,
     stats: WmdStats | None = None,
+    cluster: Any = None,
 ) -> Iterator[float]:
     """Yield ``metric`` between ``texts_a[i]`` and ``texts_b[i]``, in order, as they are read.
 
     Both iterables are consumed in lockstep (they may be huge); differing lengths raise
     :class:`KxError` (when the shorter one runs out). ``nan`` for a pair with a text without
-    known words. ``jobs > 1`` computes chunks of pairs in forked worker processes. ``stats``,
-    when given, is filled with token and OOV counts.
+    known words. ``jobs > 1`` computes chunks of pairs in forked worker processes; ``cluster``
+    (see :mod:`kxtool.cluster`) on a Dask cluster instead: texts are read and tokenised here and
+    each chunk travels with the vector rows of its own words. ``stats``, when given, is filled
+    with token and OOV counts.
 
     >>> v = default_vectors()
     >>> [round(d, 4) for d in wmd_pairs(["the cat sat", "stocks fell sharply"],
@@ -87,6 +90,10 @@ def wmd_pairs(
     fn = space.measure(metric, reg)
     total = stats if stats is not None else WmdStats()
     pairs = _zip_strict(texts_a, texts_b)
+    if cluster is not None:
+        yield from _pairs_on_cluster(space, metric, reg, pairs, chunk_size, cluster, total,
+                                     progress)
+        return
     jobs = parallel.resolve_jobs(jobs)
     done = 0
     chunks: Iterator[list[tuple[Text, Text]]] = iter(())
@@ -114,6 +121,49 @@ def wmd_pairs(
                 done += len(scores)
                 if progress is not None:
                     progress("pairs", done, None)
+    if progress is not None:
+        progress("pairs", done, done)
+
+
+def _packed_pairs(
+    space: DocSpace, pairs: Iterator[tuple[Text, Text]], size: int
+) -> Iterator[tuple[DocSpace, list[Doc], list[Doc]]]:
+    """Chunks of pairs as docs, each with a packed space of only the rows its docs use."""
+    from .space import pack_space
+
+    for chunk in parallel.chunked(pairs, size):
+        a = [space.doc(x) for x, _ in chunk]
+        b = [space.doc(y) for _, y in chunk]
+        small, (pa, pb) = pack_space(space, a, b)
+        yield small, pa, pb
+
+
+def _pairs_docs(work: tuple[str, float], item: tuple[DocSpace, list[Doc], list[Doc]]):
+    """A cluster task: the scores of a chunk of pairs of docs over their packed space."""
+    metric, reg = work
+    small, a, b = item
+    fn = small.measure(metric, reg)
+    return [fn(x, y) for x, y in zip(a, b, strict=True)]
+
+
+def _pairs_on_cluster(
+    space: DocSpace,
+    metric: str,
+    reg: float,
+    pairs: Iterator[tuple[Text, Text]],
+    chunk_size: int,
+    cluster: Any,
+    total: WmdStats,
+    progress: Progress | None,
+) -> Iterator[float]:
+    space.stats = total
+    done = 0
+    with parallel.executor(None, (metric, reg), cluster=cluster) as ex:
+        for scores in ex.map(_pairs_docs, _packed_pairs(space, pairs, chunk_size)):
+            yield from scores
+            done += len(scores)
+            if progress is not None:
+                progress("pairs", done, None)
     if progress is not None:
         progress("pairs", done, done)
 
@@ -171,10 +221,12 @@ def cross_rows(
     jobs: int = 1,
     progress: Progress | None = None,
     stats: WmdStats | None = None,
+    cluster: Any = None,
 ) -> Iterator[np.ndarray]:
     """Yield, for each text of A, the array of its ``metric`` to every text of B (``None``:
     B is A). All texts are read and prepared first; rows are computed in order (in worker
-    processes with ``jobs > 1``).
+    processes with ``jobs > 1``; on a Dask cluster with ``cluster``, whose workers receive
+    the docs and only the vector rows they use, once).
 
     >>> [row.round(3).tolist() for row in cross_rows(["cat"], ["dog", "kitten"], default_vectors())]
     [[1.884, 1.946]]
@@ -185,11 +237,18 @@ def cross_rows(
     fn = space.measure(metric, reg)
     total = len(A) * len(B)
     jobs = parallel.resolve_jobs(jobs) if len(A) > 1 else 1
+    if cluster is not None:
+        from .space import pack_space
+
+        space, (A, B) = pack_space(space, A, B)
+        fn = space.measure(metric, reg)
     work = dict(space=space, fn=fn, A=A, B=B, metric=metric)
     if metric == "wcd":
         work["cent"] = _centroids(space, B)
     done = 0
-    with parallel.executor(jobs, work) as ex:
+    with parallel.executor(jobs, work, cluster=cluster) as ex:
+        if cluster is not None:
+            jobs = ex.jobs
         per = max(1, min(64, len(A) // (8 * jobs) or 1)) if jobs > 1 else 1
         chunks = parallel.chunked(range(len(A)), per)
         for rows in ex.map(_cross_rows_chunk, chunks, window=4 * jobs):
@@ -211,6 +270,7 @@ def wmd_cross(
     jobs: int = 1,
     progress: Progress | None = None,
     stats: WmdStats | None = None,
+    cluster: Any = None,
 ) -> np.ndarray:
     """The ``(len(A), len(B))`` matrix of ``metric`` between every text of A and of B
     (``texts_b=None``: A against itself). ``nan`` where a text has no known word.
@@ -233,6 +293,7 @@ def wmd_cross(
             jobs=jobs,
             progress=progress,
             stats=stats,
+            cluster=cluster,
         )
     )
     return np.array(rows, dtype=np.float64).reshape(len(A), nb)

@@ -228,6 +228,7 @@ def search_rows(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     exclude_self: bool = False,
+    cluster: Any = None,
 ) -> Iterator[list[tuple[int, float]]]:
     """Yield, for each query in order, its ``k`` nearest corpus texts as ``(index, distance)``
     pairs, nearest first, ties by index (``corpus=None``: the queries themselves).
@@ -236,6 +237,9 @@ def search_rows(
     the other metrics compute every distance. Corpus texts without known words are never
     returned; a query without known words gets an empty list. With ``exclude_self`` corpus
     text ``i`` is never returned for query ``i`` (a collection searched against itself).
+    ``jobs > 1`` searches blocks of queries in worker processes; ``cluster`` (see
+    :mod:`kxtool.cluster`) on a Dask cluster, whose workers receive the corpus and queries as
+    docs with only the vector rows they use, once; the answer is the same.
 
     >>> rows = search_rows(["cat"], ["dog", "stock", "kitten"], default_vectors(), k=1)
     >>> [[j for j, _ in r] for r in rows]
@@ -258,6 +262,7 @@ def search_rows(
             jobs=jobs,
             progress=progress,
             stats=stats,
+            cluster=cluster,
         )
         for i, hits in enumerate(rows):
             yield [(j, d) for j, d in hits if j != i][:k]
@@ -266,6 +271,10 @@ def search_rows(
         _check_reg(reg)
     st = stats if stats is not None else WmdStats()
     space, Q, C = _prepare_two(queries, corpus, vectors, metric, tokenizer, st)
+    if cluster is not None and metric in ("wmd", "wrd"):
+        from .space import pack_space
+
+        space, (Q, C) = pack_space(space, Q, C)
     corp = _Corpus(space, C)
     n = len(Q)
     if metric not in ("wmd", "wrd"):
@@ -276,7 +285,10 @@ def search_rows(
         return
     jobs = parallel.resolve_jobs(jobs) if n > 1 else 1
     done = 0
-    with parallel.executor(jobs, dict(corpus=corp, Q=Q, k=k, prune=prune)) as ex:
+    context = dict(corpus=corp, Q=Q, k=k, prune=prune)
+    with parallel.executor(jobs, context, cluster=cluster) as ex:
+        if cluster is not None:
+            jobs = ex.jobs
         per = max(1, min(32, n // (8 * jobs) or 1)) if jobs > 1 else 1
         for res, s in ex.map(_search_chunk, parallel.chunked(range(n), per), window=4 * jobs):
             st.merge(s)
@@ -301,6 +313,7 @@ def wmd_search(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     exclude_self: bool = False,
+    cluster: Any = None,
 ) -> list[list[tuple[int, float]]]:
     """The ``k`` nearest corpus texts of every query (see :func:`search_rows`).
 
@@ -324,5 +337,6 @@ def wmd_search(
             progress=progress,
             stats=stats,
             exclude_self=exclude_self,
+            cluster=cluster,
         )
     )

@@ -451,6 +451,64 @@ def _prepare_two(
     return space, A, B
 
 
+class _Dims:
+    """What a packed space keeps of its vectors: their dimension."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+
+class _PackedTable:
+    """The float64 rows that a set of docs uses, and nothing else: a :class:`_Table` as it
+    travels to a cluster's workers (it cannot take new rows)."""
+
+    full = True
+
+    def __init__(self, table: np.ndarray, tsq: np.ndarray, tnorm: np.ndarray) -> None:
+        self.table, self.tsq, self.tnorm = table, tsq, tnorm
+
+    def rows(self, ids: list[int]) -> np.ndarray:  # pragma: no cover - never asked
+        raise KxError("internal error: a packed document space cannot take new words")
+
+
+def pack_space(space: DocSpace, *groups: Sequence[Doc]) -> tuple[DocSpace, list[list[Doc]]]:
+    """A copy of ``space`` that holds only the table rows the docs of ``groups`` use (and no
+    vectors, vocabulary or tokenizer), with the docs renumbered onto it: what a cluster's
+    workers need, sent once. Rows keep their order and values, so every distance between
+    the packed docs is bitwise the one between the originals.
+
+    >>> sp = DocSpace(default_vectors())
+    >>> a, b = sp.doc("the cat sat"), sp.doc("a dog sat")
+    >>> small, [[pa, pb]] = pack_space(sp, [a, b])
+    >>> len(small.table), small.exact(pa, pb) == sp.exact(a, b)
+    (4, True)
+    """
+    parts = [d.rows for docs in groups for d in docs if not d.empty]
+    used = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+    new = object.__new__(DocSpace)
+    new.__dict__.update(space.__dict__)
+    new.vectors = _Dims(space.vectors.dim)
+    new.index = None
+    new.tokenizer = None
+    new._check = None
+    new.stats = WmdStats()
+    new._t = _PackedTable(space.table[used], space.tsq[used], space.tnorm[used])
+
+    def move(d: Doc) -> Doc:
+        if d.empty:
+            return d
+        rows = np.searchsorted(used, d.rows).astype(np.int64)
+        return Doc(rows, d.w, d.c, d.sq, d.tokens, d.oov)
+
+    out: list[list[Doc]] = []
+    seen: dict[int, list[Doc]] = {}
+    for docs in groups:  # the same list twice (B is A) stays one list
+        if id(docs) not in seen:
+            seen[id(docs)] = [move(d) for d in docs]
+        out.append(seen[id(docs)])
+    return new, out
+
+
 def _centroids(space: DocSpace, docs: Sequence[Doc]) -> tuple[np.ndarray, np.ndarray]:
     """The centroid matrix of ``docs`` (zeros for empty ones) and the mask of non-empty docs."""
     C = np.zeros((len(docs), space.vectors.dim), dtype=np.float64)
