@@ -430,3 +430,26 @@ def test_hubness_sample_writes_a_url(s3, tmp_path, _private_tmp):
     assert a.exit_code == 0 and b.exit_code == 0, b.output
     assert s3.cat(f"{BUCKET}/sample/z.npy") == (tmp_path / "z.npy").read_bytes()
     _no_leftovers(s3, _private_tmp)
+
+
+def test_cluster_shuffle_from_s3_parts_to_s3_is_identical(s3, tmp_path, _private_tmp):
+    """The issue's route: parts on S3, the shuffle as tasks on a cluster, the output on S3.
+    The cluster starts here, after the S3 settings are in the environment its workers get."""
+    pytest.importorskip("distributed")
+    from kxtool.cluster import connect
+
+    local, glob = _put_parts(s3, "cluster", _parts(4), tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    want = tmp_path / "want-{}.txt"
+    shuffle_files(local, str(want), seed=9, memory="64K", jobs=1, shards=2, header=1)
+    pattern = f"s3://{BUCKET}/cluster/out/part-{{}}.txt"
+    with connect("local:1") as cl:
+        cl.client.wait_for_workers(1, timeout=60)
+        r = shuffle_files([glob], pattern, seed=9, memory="64K", shards=2, header=1,
+                          cluster=cl, tmp_dir=shared)
+    assert r.outputs == [pattern.format(j) for j in range(2)]
+    for j in range(2):
+        assert s3.cat(pattern.format(j)) == (tmp_path / f"want-{j}.txt").read_bytes()
+    assert os.listdir(shared) == []
+    _no_leftovers(s3, _private_tmp)

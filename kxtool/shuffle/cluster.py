@@ -53,9 +53,10 @@ from ..textio import (
     display_name,
     temp_dir,
 )
+from ..textio.remote import filesystem, is_remote, remote_error
 from . import plan
 from .keys import record_keys
-from .output import _drain_pile, _OffsetSink, _Sink, _Writer
+from .output import _drain, _OffsetSink, _Sink, _Writer
 from .plan import RECORD_REST, _pile_bits_for, _work_unit
 from .reading import _check_record_lengths, _RangePlan, _read_header, _read_range, _Reader
 from .runs import _pwrite_all, _Runs, _Spiller
@@ -156,69 +157,6 @@ class _FileSink(_Sink):
         self.offset += len(data)
 
 
-def _batch_in_memory(sub: _Runs, p: int, q: int) -> _Runs:
-    """Piles ``p:q`` of ``sub`` read into memory with two reads per run (a run holds
-    consecutive piles next to each other: their keys in one span, their bytes in another),
-    instead of two per run and pile."""
-    counts, sizes = sub._index()
-    kpos, dpos = sub._positions(p)
-    nk = counts[p:q].sum(axis=0, dtype=np.int64)
-    nd = sizes[p:q].sum(axis=0, dtype=np.int64)
-    from .runs import _pread_into
-
-    mem = _Runs(None, sub.sep, sub.shift, sub.bits, "batch")
-    for r in range(len(nk)):
-        keys = np.empty(int(nk[r]), dtype=np.uint64)
-        data = np.empty(int(nd[r]), dtype=np.uint8)
-        if len(keys):
-            path = sub.files[sub.run_file[r]]
-            fd = sub._fd(sub.run_file[r])
-            got_k = _pread_into(fd, keys, int(kpos[r]))
-            got_d = _pread_into(fd, data, int(dpos[r]))
-            if got_k != 8 * len(keys) or got_d != len(data):
-                raise KxError(f"temporary file {path!r} was truncated or changed during the run")
-        mem.memory.append((keys, data))
-    n = len(nk)
-    mem.run_file, mem.key_base, mem.data_base = [-1] * n, [0] * n, [0] * n
-    mem._frozen = (np.ascontiguousarray(counts[p:q]), np.ascontiguousarray(sizes[p:q]))
-    return mem
-
-
-def _drain_group(
-    sub: _Runs, counts: np.ndarray, sizes: np.ndarray, budget: int, sink: _Sink
-) -> None:
-    """Order and write every pile of a group: consecutive small piles in batches of about an
-    eighth of the budget read at once (:func:`_batch_in_memory`), a pile too big for that
-    alone from the run files (split again by the next key bits if need be)."""
-    from .plan import _work_memory
-
-    limit = max(1, budget // 8)
-
-    def small(i: int) -> bool:
-        nbytes = int(sizes[i])
-        return nbytes <= limit and _work_memory(nbytes, int(counts[i])) <= 0.6 * budget
-
-    p, n = 0, len(counts)
-    while p < n:
-        if not counts[p]:
-            p += 1
-            continue
-        if not small(p):
-            _drain_pile(sub, p, int(counts[p]), int(sizes[p]), budget, sink)
-            p += 1
-            continue
-        q, total = p, 0
-        while q < n and small(q) and total + int(sizes[q]) <= limit:
-            total += int(sizes[q])
-            q += 1
-        mem = _batch_in_memory(sub, p, q)
-        for i in range(p, q):
-            if counts[i]:
-                _drain_pile(mem, i - p, int(counts[i]), int(sizes[i]), budget, sink)
-        del mem
-        p = q
-
-
 def _order_task(ctx: dict, item: dict) -> tuple[int, int]:
     """Pass 2: order the piles ``a:b`` and write them (at their offsets into the output, or
     into the group's part file). Returns (group, bytes written)."""
@@ -230,7 +168,6 @@ def _order_task(ctx: dict, item: dict) -> tuple[int, int]:
     sub.key_base = item["kpos"]
     sub.data_base = item["dpos"]
     sub._frozen = (item["counts"], item["sizes"])
-    counts = item["counts"].sum(axis=1, dtype=np.int64)
     sizes = item["sizes"].sum(axis=1, dtype=np.int64)
     target = ctx["target"]
     out = None
@@ -248,7 +185,8 @@ def _order_task(ctx: dict, item: dict) -> tuple[int, int]:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             sink = _FileSink(fd)
             start = 0
-        _drain_group(sub, counts, sizes, ctx["budget"], sink)
+        # consecutive piles are read from every run at once, as on one machine
+        _drain(sub, ctx["budget"], sink)
         written = sink.offset - start  # type: ignore[attr-defined]
         if written != int(sizes.sum()):
             raise KxError(f"internal error: wrote {written} bytes of {int(sizes.sum())}")
@@ -283,7 +221,8 @@ def _units(
     units: list[tuple] = []
     head: list[bytes] | None = None
     for i, path in enumerate(paths):
-        if compression_of(path) is not None:
+        if is_remote(path) or compression_of(path) is not None:
+            # a URL is read as a stream by the task (as one machine does)
             units.append(("part", i, path, header if i == 0 else 0))
             continue
         first = 0
@@ -304,10 +243,21 @@ def _units(
     return units, head
 
 
+def _size(path: str) -> int:
+    """Bytes of an input file or object."""
+    if is_remote(path):
+        fs, key = filesystem(path)
+        try:
+            return int(fs.size(key))
+        except Exception as e:  # noqa: BLE001 - the store's own error, as one line
+            raise remote_error(e, path) from None
+    return os.path.getsize(path)
+
+
 def _unit_bytes(unit: tuple) -> int:
     if unit[0] == "range":
         return sum(length for _o, length, _a in unit[3])
-    return os.path.getsize(unit[2])
+    return _size(unit[2])
 
 
 def shuffle_on_cluster(
@@ -332,7 +282,7 @@ def shuffle_on_cluster(
     from . import ShuffleResult
 
     for p in paths:
-        if not os.path.isfile(p):
+        if not (is_remote(p) or os.path.isfile(p)):
             raise KxError(
                 f"--cluster: {display_name(p)!r} is not a regular file; the workers read the"
                 " inputs themselves (stdin and pipes cannot be shared)"
@@ -340,10 +290,11 @@ def shuffle_on_cluster(
     with connect(cluster) as cl:
         threads = cl.threads()
         worker_budget = max(plan.MIN_MEMORY, budget // cl.worker_threads())
-        sizes = [os.path.getsize(p) for p in paths]
-        compressed = any(compression_of(p) is not None for p in paths)
-        planning = sum(s * (plan.COMPRESSION_GUESS if compression_of(p) else 1)
-                       for p, s in zip(paths, sizes, strict=True))
+        sizes = [_size(p) for p in paths]
+        streamed = [is_remote(p) or compression_of(p) is not None for p in paths]
+        compressed = any(streamed)
+        planning = sum(s * (plan.COMPRESSION_GUESS if c else 1)
+                       for c, s in zip(streamed, sizes, strict=True))
         unit = _work_unit(worker_budget, planning, 1)
         max_record = worker_budget // 4
         block = max(256, min(plan.MAX_BLOCK, unit // 2, max_record))
@@ -416,7 +367,9 @@ def shuffle_on_cluster(
             st["pass2_tasks"] = len(groups)
             st["group_bytes"] = [int(g["sizes"].sum()) for g in groups]
             st["group_records"] = [int(g["counts"].sum()) for g in groups]
-            target = writer.direct_target() if total_bytes else None
+            # workers write a local output in place; an output on a URL is staged where only
+            # this process sees it, so the tasks write part files that are appended here
+            target = writer.direct_target() if total_bytes and not is_remote(output) else None
             ctx2 = dict(
                 dir=directory, sep=sep, bits=bits, files=merged.files,
                 run_file=merged.run_file, budget=worker_budget,
