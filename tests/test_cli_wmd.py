@@ -75,7 +75,7 @@ def test_paired(env):
 
 def test_paired_json_similarity(env):
     r = run("wmd", env.A, env.B, "--vectors", env.vectors, "--metric", "wrd", "--similarity",
-            "--json")
+            "--json", "--weights", "none")
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["line"] for x in rows] == [1, 2, 3, 4]
@@ -94,7 +94,8 @@ def test_stdin_and_length_mismatch(env):
 
 
 def test_text_mode(env):
-    r = run("wmd", "-t", "今天天气很好", "今天天气不错", "--vectors", env.vectors)
+    r = run("wmd", "-t", "今天天气很好", "今天天气不错", "--vectors", env.vectors,
+            "--weights", "none")
     assert r.exit_code == 0, r.output
     assert float(r.stdout) == pytest.approx(
         wmd(["今天天气", "很", "好"], ["今天天气", "不错"], env.vec), abs=1e-6

@@ -23,6 +23,7 @@ from .space import (
     _check_reg,
     _prepare_two,
 )
+from .weights import Weighting, WordWeights
 
 # ---------------------------------------------------------------------------------------------
 # top-k search
@@ -228,6 +229,7 @@ def search_rows(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     exclude_self: bool = False,
+    weights: str | Weighting | WordWeights | None = None,
 ) -> Iterator[list[tuple[int, float]]]:
     """Yield, for each query in order, its ``k`` nearest corpus texts as ``(index, distance)``
     pairs, nearest first, ties by index (``corpus=None``: the queries themselves).
@@ -236,6 +238,8 @@ def search_rows(
     the other metrics compute every distance. Corpus texts without known words are never
     returned; a query without known words gets an empty list. With ``exclude_self`` corpus
     text ``i`` is never returned for query ``i`` (a collection searched against itself).
+    ``weights`` counted from the texts are counted over the corpus (the queries are weighted
+    with the corpus's weights).
 
     >>> rows = search_rows(["cat"], ["dog", "stock", "kitten"], default_vectors(), k=1)
     >>> [[j for j, _ in r] for r in rows]
@@ -258,6 +262,7 @@ def search_rows(
             jobs=jobs,
             progress=progress,
             stats=stats,
+            weights=weights,
         )
         for i, hits in enumerate(rows):
             yield [(j, d) for j, d in hits if j != i][:k]
@@ -265,7 +270,9 @@ def search_rows(
     if metric == "sinkhorn":
         _check_reg(reg)
     st = stats if stats is not None else WmdStats()
-    space, Q, C = _prepare_two(queries, corpus, vectors, metric, tokenizer, st)
+    space, Q, C = _prepare_two(
+        queries, corpus, vectors, metric, tokenizer, st, weights, fit_on="b"
+    )
     corp = _Corpus(space, C)
     n = len(Q)
     if metric not in ("wmd", "wrd"):
@@ -301,6 +308,7 @@ def wmd_search(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     exclude_self: bool = False,
+    weights: str | Weighting | WordWeights | None = None,
 ) -> list[list[tuple[int, float]]]:
     """The ``k`` nearest corpus texts of every query (see :func:`search_rows`).
 
@@ -324,5 +332,6 @@ def wmd_search(
             progress=progress,
             stats=stats,
             exclude_self=exclude_self,
+            weights=weights,
         )
     )
