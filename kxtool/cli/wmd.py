@@ -52,11 +52,12 @@ every metric and mode (for WRD: count x weight x vector norm, as in Yokoi et al.
   none  every word weighs 1 (Kusner et al.'s nBOW).
   idf   ln((1 + N) / (1 + df)) + 1 over the N texts (both sides; the corpus of --top),
         or over a document-frequency file (--doc-frequencies).
-  sif   a / (a + p(word)) (Arora et al. 2017; a: --sif-a), p from --frequencies FILE
-        or, without one, from the texts.
-The default, sif, ranked human similarity ratings best in benchmarks/bench_wmd_quality.py
-(BENCHMARKS.md, "WMD quality"). Weights counted from the texts read every text first (a
-paired run reads regular files twice, and keeps stdin in memory).
+  sif   a / (a + p(word)) (Arora et al. 2017; a: --sif-a), p from --frequencies: Zipf's
+        law over the vectors' word order (rank, the default), the texts, or a FILE.
+The default, sif over the vectors' word order, agreed best with human similarity ratings
+in benchmarks/bench_wmd_quality.py (BENCHMARKS.md, "WMD quality"), and needs no pass over
+the texts. Weights counted from the texts read every text first (a paired run reads
+regular files twice, and keeps stdin in memory).
 
 Line numbers in --cross and --top output count from 1.
 
@@ -70,6 +71,7 @@ Examples:
   kxtool wmd --cross docs.txt docs.txt --matrix dist.npy > dist.tsv
   kxtool wmd a.txt b.txt --weights idf --doc-frequencies df.txt
   kxtool wmd a.txt b.txt --weights sif --frequencies counts.txt --sif-a 1e-4
+  kxtool wmd a.txt b.txt --weights none     # Kusner's plain word counts
   kxtool wmd --top 10 queries.txt corpus.txt.gz
   kxtool wmd --top 3 --exclude-self corpus.txt corpus.txt   # near-duplicates
   cut -f1 pairs.tsv | kxtool wmd - <(cut -f2 pairs.tsv) | paste pairs.tsv -
@@ -363,8 +365,8 @@ def wmd_command(
         "--weights",
         metavar="WEIGHTS",
         autocompletion=choices(*_WEIGHTS),
-        help=f"Word weights: none, idf or sif (default {_DEFAULT_WEIGHTS}: it ranked human"
-        " ratings best, see above).",
+        help=f"Word weights: none, idf or sif (default {_DEFAULT_WEIGHTS}: it ranked texts"
+        " closest to human ratings, see above).",
     ),
     sif_a: float = typer.Option(
         1e-3, "--sif-a", metavar="A", help="The constant a of --weights sif: a / (a + p(word))."
@@ -372,9 +374,10 @@ def wmd_command(
     frequencies: str = typer.Option(
         None,
         "--frequencies",
-        metavar="FILE",
-        help="Word counts for --weights sif: 'word count' a line (any size; default: count"
-        " the texts).",
+        metavar="SOURCE",
+        help="Where --weights sif takes p(word) from: rank (the default: Zipf's law over the"
+        " vectors' word order, most frequent first), texts (count the texts), or a FILE of"
+        " 'word count' lines (any size).",
     ),
     doc_frequencies: str = typer.Option(
         None,
@@ -437,6 +440,8 @@ def wmd_command(
         raise KxError("A and B cannot both be stdin ('-')")
 
     tokenizer = Tokenizer(lang=lang, lowercase=not keep_case, stopwords=stopwords)
+    if frequencies is None and weights == "sif":
+        frequencies = "rank"
     weighting = Weighting(weights, sif_a, frequencies, doc_frequencies)
     with Bars(unit="B") as bars:
         vecs = resolve_vectors(vectors, limit=limit, progress=bars)
@@ -475,10 +480,18 @@ def wmd_command(
             out.write(_fmt(d) + "\n")
         if verbose:
             index = vecs.index
+            backed = stats.backoff_words
             for name, ts in zip("AB", toks, strict=True):
                 known = " ".join(t for t in ts if t in index) or "-"
-                unknown = " ".join(t for t in ts if t not in index) or "-"
+                unknown = " ".join(t for t in ts if t not in index and t not in backed) or "-"
                 err(f"kxtool: {name}: {known}  [unknown: {unknown}]")
+            if backed:
+                words = vecs.words
+                shown = ", ".join(
+                    f"{w} ({n}) -> {' '.join(words[i] for i in space.pieces(w))}"
+                    for w, n in backed.items()
+                )
+                err(f"kxtool: unknown Chinese words backed off to their pieces: {shown}")
         _report(stats, False, "the score is nan", lambda: _empty_kinds(tokenizer, [a, b]))
         return
 

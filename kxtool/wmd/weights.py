@@ -12,6 +12,10 @@ problems over other masses, so they stay exact, and WCD and RWMD stay lower boun
   best on average). It is never below 1, so no word loses all its mass.
 - ``sif``: ``a / (a + p(w))``, the smooth inverse frequency of Arora et al. (2017), with
   ``p(w)`` the word's share of all tokens and ``a`` (:data:`DEFAULT_SIF_A`) its constant.
+  ``p(w)`` comes from a word-frequency file, from the texts, or (``frequencies="rank"``) from
+  Zipf's law over the vectors' word order, ``p = 1 / ((r + 1) H)`` for the word of rank ``r``
+  (``H = ln n + 0.5772`` over ``n`` words): vectors files list the most frequent words first
+  (GloVe, word2vec, fastText, the Tencent embeddings, kxtool's built-in vectors).
 
 The counts come from the texts being compared (both sides of a paired or all-pairs run, the
 corpus of a search) or from a file: a word-frequency file (``word count`` a line, for
@@ -37,13 +41,17 @@ WEIGHTINGS = ("none", "idf", "sif")
 DEFAULT_SIF_A = 1e-3
 #: The line of a document-frequency file that gives the number of documents.
 DOCUMENTS_KEY = "<documents>"
+#: ``frequencies`` values that are not files.
+FREQ_TEXTS = "texts"
+FREQ_RANK = "rank"
 
 
 @dataclass(frozen=True)
 class Weighting:
     """How to weigh words: ``scheme`` (``"none"``, ``"idf"``, ``"sif"``), ``sif_a``, and where
-    the counts come from (``frequencies``: a word-frequency file for ``sif``;
-    ``doc_frequencies``: a document-frequency file for ``idf``; neither: the texts).
+    the counts come from (``frequencies``: a word-frequency file for ``sif``, ``"rank"`` for
+    Zipf's law over the vectors' order, ``"texts"`` or ``None`` for the texts;
+    ``doc_frequencies``: a document-frequency file for ``idf``, ``None`` for the texts).
 
     >>> Weighting("sif", frequencies="counts.txt").needs_texts
     False
@@ -70,7 +78,7 @@ class Weighting:
         if self.scheme == "idf":
             return self.doc_frequencies is None
         if self.scheme == "sif":
-            return self.frequencies is None
+            return self.frequencies in (None, FREQ_TEXTS)
         return False
 
 
@@ -145,6 +153,20 @@ def sif_weights(
     [0.1, 0.5]
     """
     p = np.asarray(counts, dtype=np.float64) / total if total > 0 else np.zeros(len(counts))
+    return WordWeights("sif", a / (a + p), vectors)
+
+
+def rank_sif_weights(vectors: Any, a: float = DEFAULT_SIF_A) -> WordWeights:
+    """SIF weights with ``p(w)`` from Zipf's law over the vectors' order (most frequent first):
+    ``p = 1 / ((r + 1) (ln n + 0.5772))`` for the word of rank ``r`` among ``n``.
+
+    >>> from kxtool.vectors import Vectors
+    >>> v = Vectors(["the", "of", "cat"], np.eye(3, dtype=np.float32))
+    >>> rank_sif_weights(v, a=0.1).values.round(3).tolist()
+    [0.144, 0.251, 0.335]
+    """
+    n = len(vectors)
+    p = 1.0 / (np.arange(1, n + 1, dtype=np.float64) * (math.log(n) + 0.5772))
     return WordWeights("sif", a / (a + p), vectors)
 
 
@@ -238,7 +260,9 @@ def weights_from_file(weighting: Weighting, vectors: Any, *, lowercase: bool = T
         df, _, n = read_counts(weighting.doc_frequencies, vectors, lowercase=lowercase,
                                documents=True)
         return _idf(vectors, df, int(n or 0))
-    if weighting.scheme == "sif" and weighting.frequencies is not None:
+    if weighting.scheme == "sif" and weighting.frequencies == FREQ_RANK:
+        return rank_sif_weights(vectors, weighting.sif_a)
+    if weighting.scheme == "sif" and weighting.frequencies not in (None, FREQ_TEXTS):
         counts, total, _ = read_counts(weighting.frequencies, vectors, lowercase=lowercase)
         return sif_weights(vectors, counts, total, weighting.sif_a)
     raise ValueError(f"{weighting!r} has no frequency file")
