@@ -273,8 +273,10 @@ class DocSpace:
         """The tokens of a text (a list of strings is taken as tokens already)."""
         if not isinstance(text, str):
             toks = list(text)
-            if self.is_default and any(has_cjk(t) for t in toks):
-                self._check_language(" ".join(toks), toks)
+            if self.is_default:
+                joined = " ".join(toks)  # one search, not one a token
+                if has_cjk(joined):
+                    self._check_language(joined, toks)
             return toks
         if self.is_default and has_cjk(text):
             toks = self.tokenizer(text)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +139,9 @@ def idf_weights(
 
 
 def _idf(vectors: Any, df: np.ndarray, n: int) -> WordWeights:
-    values = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    values = np.full(len(df), math.log(1.0 + n) + 1.0)  # the words no document holds
+    seen = np.flatnonzero(df)
+    values[seen] = np.log((1.0 + n) / (1.0 + df[seen])) + 1.0
     return WordWeights("idf", values, vectors)
 
 
@@ -152,8 +155,12 @@ def sif_weights(
     >>> sif_weights(v, np.array([900.0, 100.0]), 1000.0, a=0.1).values.round(4).tolist()
     [0.1, 0.5]
     """
-    p = np.asarray(counts, dtype=np.float64) / total if total > 0 else np.zeros(len(counts))
-    return WordWeights("sif", a / (a + p), vectors)
+    counts = np.asarray(counts, dtype=np.float64)
+    values = np.ones(len(counts))  # p = 0: weight 1
+    if total > 0:
+        seen = np.flatnonzero(counts)
+        values[seen] = a / (a + counts[seen] / total)
+    return WordWeights("sif", values, vectors)
 
 
 def rank_sif_weights(vectors: Any, a: float = DEFAULT_SIF_A) -> WordWeights:
@@ -165,9 +172,24 @@ def rank_sif_weights(vectors: Any, a: float = DEFAULT_SIF_A) -> WordWeights:
     >>> rank_sif_weights(v, a=0.1).values.round(3).tolist()
     [0.144, 0.251, 0.335]
     """
+    key = (id(vectors), a)
+    hit = _RANK_CACHE.get(key)
+    if hit is not None and hit[0]() is vectors:
+        return hit[1]
     n = len(vectors)
     p = 1.0 / (np.arange(1, n + 1, dtype=np.float64) * (math.log(n) + 0.5772))
-    return WordWeights("sif", a / (a + p), vectors)
+    out = WordWeights("sif", a / (a + p), vectors)
+    if len(_RANK_CACHE) >= 4:
+        _RANK_CACHE.pop(next(iter(_RANK_CACHE)))
+    try:
+        _RANK_CACHE[key] = (weakref.ref(vectors), out)
+    except TypeError:  # pragma: no cover - vectors that cannot be weakly referenced
+        pass
+    return out
+
+
+# the rank weights of recent vectors (computed once per vectors and constant)
+_RANK_CACHE: dict[tuple[int, float], tuple[Any, WordWeights]] = {}
 
 
 def _norm_word(word: str, lowercase: bool) -> str:
