@@ -364,3 +364,16 @@ def test_stats_merge_backoff():
     a, b = WmdStats(backoff_tokens=2), WmdStats(backoff_tokens=3, mixed_texts=1)
     a.merge(b)
     assert (a.backoff_tokens, a.mixed_texts) == (5, 1)
+
+
+def test_cli_matrix_left_out_on_error(tmp_path):
+    # the built-in English vectors refuse Chinese text: no matrix, no temporary file left
+    a = tmp_path / "zh.txt"
+    a.write_text("今天天气很好\n下雨了\n", encoding="utf-8")
+    out = tmp_path / "out" / "m.npy"
+    out.parent.mkdir()
+    r = run("wmd", "--cross", str(a), str(a), "--matrix", str(out))
+    assert r.exit_code == 1 and "--vectors" in r.output
+    assert list(out.parent.iterdir()) == []
+    r = run("wmd", "--cross", str(a), str(a), "--matrix", "-")
+    assert r.exit_code == 2
