@@ -3,6 +3,7 @@ brute force.
 
     python benchmarks/bench_wmd.py                 # the full run recorded in BENCHMARKS.md
     python benchmarks/bench_wmd.py --pairs 200 --top-corpus 2000 --top-queries 10   # quick
+    python benchmarks/bench_wmd.py --weights-only --pairs 1000 --rounds 3   # cost of --weights
 
 Both libraries get the same vectors (kxtool's shipped GloVe 6B 50d, 100k words, when present;
 otherwise random vectors over a synthetic vocabulary - the output says which), the same token
@@ -195,6 +196,55 @@ def bench_top(vec: Vectors, model: TextModel, n_corpus: int, n_q: int, k: int, j
         sys.exit(1)
 
 
+def bench_weights(vec: Vectors, model: TextModel, sizes: list[int], n: int, rounds: int) -> None:
+    """Pairs per second of ``wmd_pairs`` with each word weighting against ``weights="none"``,
+    in interleaved blocks of 100 pairs (the order of the weightings rotating from block to
+    block, each timed 5 times and the fastest kept, since the machine is shared); weights
+    counted from the texts are counted over each block, as a run would."""
+    from kxtool.wmd import Weighting
+
+    kinds = {
+        "none": "none",
+        "idf": "idf",
+        "sif (rank)": Weighting("sif", frequencies="rank"),
+        "sif (texts)": Weighting("sif", frequencies="texts"),
+    }
+    print("\n## Cost of word weights: wmd_pairs pairs/s with each --weights\n")
+    print(f"{n} pairs per size and round, interleaved blocks of 100 pairs (fastest of 5 runs"
+          " each), one process.\n")
+    print("| metric | unique words/text | round | " + " | ".join(f"{k} pairs/s" for k in kinds)
+          + " | " + " | ".join(f"{k} / none" for k in list(kinds)[1:]) + " |")
+    print("|---|---:|---:|" + "---:|" * (2 * len(kinds) - 1))
+    for metric in ("wmd", "wrd"):
+        for u in sizes:
+            A, B = model.pairs(n, u)
+            list(wmd_pairs(A[:2], B[:2], vec, metric=metric))
+            for r in range(1, rounds + 1):
+                t = dict.fromkeys(kinds, 0.0)
+                names = list(kinds)
+                for bi, s in enumerate(range(0, n, 100)):
+                    a, b = A[s : s + 100], B[s : s + 100]
+                    best = dict.fromkeys(kinds, float("inf"))
+                    for rep in range(5):  # the fastest of 5: the least disturbed by others
+                        at = (bi + rep) % len(names)
+                        for name in names[at:] + names[:at]:
+                            t0 = time.perf_counter()
+                            list(wmd_pairs(a, b, vec, metric=metric, weights=kinds[name]))
+                            best[name] = min(best[name], time.perf_counter() - t0)
+                    for name in names:
+                        t[name] += best[name]
+                rate = {k: n / v for k, v in t.items()}
+                print(
+                    f"| {metric} | {u} | {r} | "
+                    + " | ".join(f"{rate[k]:,.0f}" for k in kinds)
+                    + " | "
+                    + " | ".join(f"{rate[k] / rate['none']:.3f}" for k in list(kinds)[1:])
+                    + " |",
+                    flush=True,
+                )
+    print(f"\nload average at end {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=2000)
@@ -206,7 +256,18 @@ def main() -> None:
     ap.add_argument("--skip-pairs", action="store_true")
     ap.add_argument("--skip-top", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights-only", action="store_true",
+                    help="only the cost of --weights (no gensim needed)")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.weights_only:
+        vec, what = load_vectors()
+        print(f"Vectors: {what}. Python {platform.python_version()}, numpy {np.__version__};"
+              f" {os.cpu_count()} CPUs; load average at start {os.getloadavg()}.")
+        model = TextModel(vec, np.random.default_rng(args.seed))
+        bench_weights(vec, model, [int(x) for x in args.sizes.split(",")], args.pairs,
+                      args.rounds)
+        return
 
     logging.disable(logging.WARNING)  # gensim logs every OOV removal
     import gensim

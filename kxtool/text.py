@@ -144,9 +144,26 @@ def _jieba() -> Any:
                 except ImportError:  # pragma: no cover - jieba is a dependency
                     raise KxError("Chinese text needs jieba: pip install jieba") from None
                 jieba.setLogLevel(logging.WARNING)
+                where = _jieba_cache_dir()
+                if where is not None and getattr(jieba, "dt", None) is not None:
+                    jieba.dt.tmp_dir = where  # its dictionary cache, not in $TMPDIR
                 jieba.initialize()
                 _jieba_cut = jieba.lcut
     return _jieba_cut
+
+
+def _jieba_cache_dir() -> str | None:
+    """kxtool's cache directory (``$KXTOOL_CACHE_DIR``, else ``$XDG_CACHE_HOME/kxtool``, else
+    ``~/.cache/kxtool``), made if need be, for jieba's ``jieba.cache``; ``None`` (jieba's own
+    default, the temporary directory) when it cannot be made."""
+    from .vectors.cache import cache_dir
+
+    where = os.path.dirname(cache_dir())
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError:
+        return None
+    return where if os.access(where, os.W_OK) else None
 
 
 def warm_up() -> None:

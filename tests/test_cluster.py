@@ -119,6 +119,24 @@ def test_wmd_top_identical(cluster, texts, metric):
     assert wmd_search(t, None, v, k=3, exclude_self=True, cluster=cluster) == self_local
 
 
+@pytest.mark.parametrize("weights", ["idf", "sif"])
+def test_wmd_with_word_weights_identical(cluster, texts, weights):
+    from kxtool.wmd import wmd_cross, wmd_pairs, wmd_search
+
+    v, t = texts
+    for metric in ("wmd", "wrd"):
+        local = wmd_search(t[:30], t, v, k=5, metric=metric, weights=weights)
+        assert wmd_search(t[:30], t, v, k=5, metric=metric, weights=weights,
+                          cluster=cluster) == local
+    a = wmd_cross(t[:15], t[150:], v, weights=weights)
+    b = wmd_cross(t[:15], t[150:], v, weights=weights, cluster=cluster)
+    assert np.array_equal(a, b, equal_nan=True)
+    p = list(wmd_pairs(t[:60], t[60:120], v, weights=weights))
+    q = list(wmd_pairs(t[:60], t[60:120], v, weights=weights, cluster=cluster, chunk_size=16))
+    assert np.array_equal(p, q, equal_nan=True)
+    assert not np.array_equal(p, list(wmd_pairs(t[:60], t[60:120], v)), equal_nan=True)
+
+
 def test_wmd_cross_and_pairs_identical(cluster, texts):
     from kxtool.wmd import wmd_cross, wmd_pairs
 

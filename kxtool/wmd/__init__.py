@@ -19,6 +19,12 @@ solved exactly by :func:`kxtool.transport.emd` (kxtool's compiled network simple
 
 A text with no known word has no distance: every function returns ``nan`` for it.
 
+**Word weights** (:mod:`.weights`, ``weights="idf"`` or ``"sif"``) multiply each word's count
+before the mass is normalised (for WRD: count x weight x norm, as Yokoi et al. do), in every
+metric and mode; the problems stay exact and the bounds stay bounds. A Chinese word missing
+from the vectors backs off to its longest pieces that are there (then its characters), which
+share its count (:meth:`DocSpace.pieces`).
+
 Search (:func:`wmd_search`) finds the ``k`` nearest corpus texts of each query exactly, with
 Kusner's prefetch-and-prune: candidates are visited by increasing WCD, exact distances are
 computed for the first ``k``, and a later candidate is skipped when its RWMD already exceeds
@@ -28,7 +34,8 @@ cost is half the squared Euclidean distance between unit vectors, so the centroi
 
 Modules: :mod:`.space` (documents and the space that measures them), :mod:`.distances` (one
 pair of texts), :mod:`.batch` (paired and all-pairs, in worker processes through
-:mod:`kxtool.parallel`), :mod:`.search` (exact top-k with prefetch-and-prune).
+:mod:`kxtool.parallel`), :mod:`.search` (exact top-k with prefetch-and-prune), :mod:`.weights`
+(IDF and SIF word weights).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from .batch import cross_rows, wmd_cross, wmd_pairs
 from .distances import rwmd, sinkhorn, text_distance, wcd, wmd, wrd
 from .search import search_rows, wmd_search
 from .space import DEFAULT_REG, METRICS, Doc, DocSpace, Text, WmdStats
+from .weights import DEFAULT_SIF_A, WEIGHTINGS, Weighting, WordWeights
 
 __all__ = [
     "DEFAULT_REG",
@@ -48,6 +56,10 @@ __all__ = [
     "DocSpace",
     "Text",
     "WmdStats",
+    "WEIGHTINGS",
+    "DEFAULT_SIF_A",
+    "Weighting",
+    "WordWeights",
     "wmd",
     "wrd",
     "wcd",

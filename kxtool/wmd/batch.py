@@ -26,6 +26,9 @@ from .space import (
     _kind,
     _prepare_two,
 )
+from .weights import Weighting, WordWeights
+
+Weights = str | Weighting | WordWeights | None
 
 # ---------------------------------------------------------------------------------------------
 # paired: line i of A against line i of B
@@ -69,6 +72,7 @@ def wmd_pairs(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     cluster: Any = None,
+    weights: Weights = None,
 ) -> Iterator[float]:
     """Yield ``metric`` between ``texts_a[i]`` and ``texts_b[i]``, in order, as they are read.
 
@@ -77,7 +81,9 @@ def wmd_pairs(
     known words. ``jobs > 1`` computes chunks of pairs in forked worker processes; ``cluster``
     (see :mod:`kxtool.cluster`) on a Dask cluster instead: texts are read and tokenised here and
     each chunk travels with the vector rows of its own words. ``stats``, when given, is filled
-    with token and OOV counts.
+    with token and OOV counts. ``weights`` (``"none"``, ``"idf"``, ``"sif"``, a
+    :class:`~kxtool.wmd.Weighting` or fitted :class:`~kxtool.wmd.WordWeights`) weighs the
+    words; weights counted from the texts read both inputs whole first.
 
     >>> v = default_vectors()
     >>> [round(d, 4) for d in wmd_pairs(["the cat sat", "stocks fell sharply"],
@@ -86,9 +92,18 @@ def wmd_pairs(
     """
     if metric == "sinkhorn":
         _check_reg(reg)
-    space = DocSpace(vectors, _kind(metric), tokenizer)
+    space = DocSpace(vectors, _kind(metric), tokenizer, weights=weights)
     fn = space.measure(metric, reg)
     total = stats if stats is not None else WmdStats()
+    wt = space.weighting
+    if isinstance(wt, Weighting) and wt.needs_texts and wt.scheme != "none":
+        # counted over both sides: every text is read (and tokenised once) first
+        space.stats = total
+        bags = [(space.bag(x), space.bag(y)) for x, y in _zip_strict(texts_a, texts_b)]
+        space.fit_weights(bags=[b for pair in bags for b in pair])
+        texts_a = [space.doc_of_bag(x) for x, _ in bags]
+        texts_b = [space.doc_of_bag(y) for _, y in bags]
+        del bags
     pairs = _zip_strict(texts_a, texts_b)
     if cluster is not None:
         yield from _pairs_on_cluster(space, metric, reg, pairs, chunk_size, cluster, total,
@@ -222,18 +237,20 @@ def cross_rows(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     cluster: Any = None,
+    weights: Weights = None,
 ) -> Iterator[np.ndarray]:
     """Yield, for each text of A, the array of its ``metric`` to every text of B (``None``:
     B is A). All texts are read and prepared first; rows are computed in order (in worker
     processes with ``jobs > 1``; on a Dask cluster with ``cluster``, whose workers receive
-    the docs and only the vector rows they use, once).
+    the docs and only the vector rows they use, once). ``weights`` counted from the texts are
+    counted over A and B.
 
     >>> [row.round(3).tolist() for row in cross_rows(["cat"], ["dog", "kitten"], default_vectors())]
     [[1.884, 1.946]]
     """
     if metric == "sinkhorn":
         _check_reg(reg)
-    space, A, B = _prepare_two(texts_a, texts_b, vectors, metric, tokenizer, stats)
+    space, A, B = _prepare_two(texts_a, texts_b, vectors, metric, tokenizer, stats, weights)
     fn = space.measure(metric, reg)
     total = len(A) * len(B)
     jobs = parallel.resolve_jobs(jobs) if len(A) > 1 else 1
@@ -271,6 +288,7 @@ def wmd_cross(
     progress: Progress | None = None,
     stats: WmdStats | None = None,
     cluster: Any = None,
+    weights: Weights = None,
 ) -> np.ndarray:
     """The ``(len(A), len(B))`` matrix of ``metric`` between every text of A and of B
     (``texts_b=None``: A against itself). ``nan`` where a text has no known word.
@@ -294,6 +312,7 @@ def wmd_cross(
             progress=progress,
             stats=stats,
             cluster=cluster,
+            weights=weights,
         )
     )
     return np.array(rows, dtype=np.float64).reshape(len(A), nb)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..text import Tokenizer
-from .space import DEFAULT_REG, Doc, DocSpace, Text, _check_reg, _kind
+from .space import DEFAULT_REG, Doc, Text, _check_reg, _prepare_two
 
 # ---------------------------------------------------------------------------------------------
 # one pair
@@ -20,11 +20,14 @@ def text_distance(
     metric: str = "wmd",
     tokenizer: Tokenizer | None = None,
     reg: float = DEFAULT_REG,
+    weights: Any = None,
 ) -> float:
     """``metric`` between two texts (strings are tokenised; lists are taken as tokens).
 
     ``vectors`` is a :class:`~kxtool.vectors.Vectors`, a path, or ``None`` (``KXTOOL_VECTORS``
     or the shipped English default). Returns ``nan`` when a text has no known word.
+    ``weights`` (``"none"``, ``"idf"``, ``"sif"``, see :mod:`kxtool.wmd.weights`) weighs the
+    words; counted from the texts, the two texts are the corpus.
 
     >>> v = default_vectors()
     >>> round(text_distance("the cat sat on the mat", "a dog lay on the rug", v, metric="wcd"), 4)
@@ -34,8 +37,8 @@ def text_distance(
     """
     if metric == "sinkhorn":
         _check_reg(reg)
-    space = DocSpace(vectors, _kind(metric), tokenizer)
-    return space.measure(metric, reg)(space.doc(a), space.doc(b))
+    space, (da,), (db,) = _prepare_two([a], [b], vectors, metric, tokenizer, None, weights)
+    return space.measure(metric, reg)(da, db)
 
 
 def wmd(a: Text, b: Text, vectors: Any = None, *, tokenizer: Tokenizer | None = None) -> float:

@@ -23,6 +23,7 @@ from .space import (
     _check_reg,
     _prepare_two,
 )
+from .weights import Weighting, WordWeights
 
 # ---------------------------------------------------------------------------------------------
 # top-k search
@@ -229,6 +230,7 @@ def search_rows(
     stats: WmdStats | None = None,
     exclude_self: bool = False,
     cluster: Any = None,
+    weights: str | Weighting | WordWeights | None = None,
 ) -> Iterator[list[tuple[int, float]]]:
     """Yield, for each query in order, its ``k`` nearest corpus texts as ``(index, distance)``
     pairs, nearest first, ties by index (``corpus=None``: the queries themselves).
@@ -240,6 +242,8 @@ def search_rows(
     ``jobs > 1`` searches blocks of queries in worker processes; ``cluster`` (see
     :mod:`kxtool.cluster`) on a Dask cluster, whose workers receive the corpus and queries as
     docs with only the vector rows they use, once; the answer is the same.
+    ``weights`` counted from the texts are counted over the corpus (the queries are weighted
+    with the corpus's weights).
 
     >>> rows = search_rows(["cat"], ["dog", "stock", "kitten"], default_vectors(), k=1)
     >>> [[j for j, _ in r] for r in rows]
@@ -263,6 +267,7 @@ def search_rows(
             progress=progress,
             stats=stats,
             cluster=cluster,
+            weights=weights,
         )
         for i, hits in enumerate(rows):
             yield [(j, d) for j, d in hits if j != i][:k]
@@ -270,7 +275,9 @@ def search_rows(
     if metric == "sinkhorn":
         _check_reg(reg)
     st = stats if stats is not None else WmdStats()
-    space, Q, C = _prepare_two(queries, corpus, vectors, metric, tokenizer, st)
+    space, Q, C = _prepare_two(
+        queries, corpus, vectors, metric, tokenizer, st, weights, fit_on="b"
+    )
     if cluster is not None and metric in ("wmd", "wrd"):
         from .space import pack_space
 
@@ -314,6 +321,7 @@ def wmd_search(
     stats: WmdStats | None = None,
     exclude_self: bool = False,
     cluster: Any = None,
+    weights: str | Weighting | WordWeights | None = None,
 ) -> list[list[tuple[int, float]]]:
     """The ``k`` nearest corpus texts of every query (see :func:`search_rows`).
 
@@ -338,5 +346,6 @@ def wmd_search(
             stats=stats,
             exclude_self=exclude_self,
             cluster=cluster,
+            weights=weights,
         )
     )

@@ -4,21 +4,24 @@ in use) measures two docs with any of the metrics."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import KxError
+from ..errors import KxError, kxwarn
 from ..text import Tokenizer, has_cjk
 from ..transport import emd as _emd
 from ..transport import sinkhorn as _sinkhorn
+from .weights import Weighting, WordWeights, _idf, as_weighting, sif_weights
+from .weights import weights_from_file as _weights_from_file
 
 METRICS = ("wmd", "wrd", "wcd", "rwmd", "sinkhorn")
 DEFAULT_REG = 0.1
@@ -55,7 +58,8 @@ class Doc:
 @dataclass
 class WmdStats:
     """What a batch saw: texts, tokens, out-of-vocabulary tokens, texts without known words,
-    and for searches how many exact distances were computed and how many candidates pruned.
+    out-of-vocabulary tokens backed off to their pieces (Chinese words the vectors lack), and
+    for searches how many exact distances were computed and how many candidates pruned.
 
     >>> st = WmdStats()
     >>> _ = list(wmd_pairs(["the zzyzx cat"], ["a dog"], default_vectors(), stats=st))
@@ -68,6 +72,9 @@ class WmdStats:
     oov_tokens: int = 0
     empty_texts: int = 0
     oov_words: Counter = field(default_factory=Counter)
+    backoff_tokens: int = 0
+    backoff_words: Counter = field(default_factory=Counter)
+    mixed_texts: int = 0
     exact: int = 0
     pruned: int = 0
     candidates: int = 0
@@ -78,6 +85,9 @@ class WmdStats:
         self.oov_tokens += other.oov_tokens
         self.empty_texts += other.empty_texts
         self.oov_words.update(other.oov_words)
+        self.backoff_tokens += other.backoff_tokens
+        self.backoff_words.update(other.backoff_words)
+        self.mixed_texts += other.mixed_texts
         self.exact += other.exact
         self.pruned += other.pruned
         self.candidates += other.candidates
@@ -215,6 +225,8 @@ class DocSpace:
         tokenizer: Tokenizer | None = None,
         *,
         keep_oov: bool = True,
+        weights: str | Weighting | WordWeights | None = None,
+        backoff: bool = True,
     ) -> None:
         if kind not in ("euclid", "cosine"):
             raise ValueError(f"kind must be 'euclid' or 'cosine', not {kind!r}")
@@ -224,9 +236,22 @@ class DocSpace:
         self.index = self.vectors.index
         self.is_default = bool(getattr(self.vectors, "is_default", False))
         self.keep_oov = keep_oov
+        self.backoff = backoff
+        self._pieces: dict[str, list[int]] = {}
+        self._max_piece = 0
         self._t = _shared_table(self.vectors, kind)
         self._check: Any = None
+        self._warned_mixed = False
         self.stats = WmdStats()
+        #: the fitted word weights (``None``: every word weighs 1)
+        self.weights: WordWeights | None = None
+        self.weighting = as_weighting(weights)
+        if isinstance(self.weighting, WordWeights):
+            self.weights = self.weighting if self.weighting.values is not None else None
+        elif self.weighting.scheme != "none" and not self.weighting.needs_texts:
+            self.weights = _weights_from_file(
+                self.weighting, self.vectors, lowercase=self.tokenizer.lowercase
+            )
 
     @property
     def table(self) -> np.ndarray:
@@ -246,66 +271,189 @@ class DocSpace:
     # -- texts -> docs --------------------------------------------------------------------------
     def tokens(self, text: Text) -> list[str]:
         """The tokens of a text (a list of strings is taken as tokens already)."""
-        toks = text if isinstance(text, str) else list(text)
-        if self.is_default:
-            self._check_language(toks)
-        return self.tokenizer(toks) if isinstance(toks, str) else toks
+        if not isinstance(text, str):
+            toks = list(text)
+            if self.is_default:
+                joined = " ".join(toks)  # one search, not one a token
+                if has_cjk(joined):
+                    self._check_language(joined, toks)
+            return toks
+        if self.is_default and has_cjk(text):
+            toks = self.tokenizer(text)
+            self._check_language(text, toks)
+            return toks
+        return self.tokenizer(text)
 
-    def _check_language(self, text: str | list[str]) -> None:
-        """Chinese text with the built-in English vectors is an error, not a row of nans."""
+    def _check_language(self, text: str, toks: list[str]) -> None:
+        """Chinese text with the built-in English vectors: an error when most of its words are
+        unknown to them, a warning (once) when most are known (English text with a few Chinese
+        words, which are dropped)."""
+        index = self.index
+        known = sum(1 for t in toks if t in index and not has_cjk(t))
+        if toks and 2 * known > len(toks):
+            self.stats.mixed_texts += 1
+            if not self._warned_mixed:
+                self._warned_mixed = True
+                kxwarn(
+                    "a text mixes Chinese (Japanese, Korean) with English words: the built-in"
+                    " vectors are English, so its Chinese words are dropped (pass --vectors FILE"
+                    " with vectors for both)"
+                )
+            return
         if self._check is None:
             from .. import vectors as vmod
 
             self._check = getattr(vmod, "check_default_language", False)
-        joined = text if isinstance(text, str) else " ".join(text)
         if self._check:
-            self._check(self.vectors, joined)
-        elif has_cjk(joined):  # pragma: no cover - the vectors module always has the check
-            raise _cjk_error()
+            self._check(self.vectors, text)
+        raise _cjk_error()  # pragma: no cover - the vectors module always raises first
 
-    def doc(self, text: Text | Doc) -> Doc:
-        """A text (tokenised here), a list of tokens, or an already prepared :class:`Doc`."""
-        if isinstance(text, Doc):
-            return text
+    def pieces(self, word: str) -> list[int]:
+        """The vocabulary rows a missing Chinese word backs off to: its longest pieces present
+        in the vectors, left to right (a character no longer piece starts with stands for
+        itself when the vectors have it, and is skipped when not). Empty when nothing is
+        found; cached per word.
+
+        >>> from kxtool.vectors import Vectors
+        >>> v = Vectors(["今天", "天气", "好"], np.eye(3, dtype=np.float32))
+        >>> DocSpace(v).pieces("今天天气好")
+        [0, 1, 2]
+        """
+        hit = self._pieces.get(word)
+        if hit is not None:
+            return hit
+        index = self.index
+        if not self._max_piece:
+            self._max_piece = 8  # Chinese words in vectors rarely run longer
+        out: list[int] = []
+        i, n = 0, len(word)
+        while i < n:
+            for j in range(min(n, i + self._max_piece), i, -1):
+                if j - i == n:  # the word itself is missing
+                    continue
+                k = index.get(word[i:j])
+                if k is not None:
+                    out.append(k)
+                    i = j
+                    break
+            else:
+                i += 1
+        if len(self._pieces) < 1 << 20:
+            self._pieces[word] = out
+        return out
+
+    def bag(self, text: Text) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """A text as its distinct known vocabulary rows and their counts (before weighting),
+        with the number of tokens and of tokens dropped. A Chinese word missing from the
+        vectors backs off to its :meth:`pieces`, which share its count."""
         toks = self.tokens(text)
         cnt = Counter(toks)
         ids: list[Any] = list(map(self.index.get, cnt))
         oov = 0
         if None in ids:
-            missing = self.stats.oov_words if self.keep_oov else None
-            known_ids: list[int] = []
-            counts: list[int] = []
+            st = self.stats
+            missing = st.oov_words if self.keep_oov else None
+            acc: dict[int, float] = {}
             for (t, n), i in zip(cnt.items(), ids, strict=True):
-                if i is None:
+                if i is not None:
+                    acc[i] = acc.get(i, 0.0) + n
+                    continue
+                parts = self.pieces(t) if self.backoff and has_cjk(t) else ()
+                if parts:
+                    share = n / len(parts)
+                    for k in parts:
+                        acc[k] = acc.get(k, 0.0) + share
+                    st.backoff_tokens += n
+                    if missing is not None:
+                        st.backoff_words[t] += n
+                else:
                     oov += n
                     if missing is not None:
                         missing[t] += n
-                else:
-                    known_ids.append(i)
-                    counts.append(n)
-            ids = known_ids
-            mass = np.array(counts, dtype=np.float64)
+            idx = np.fromiter(acc.keys(), dtype=np.int64, count=len(acc))
+            mass = np.fromiter(acc.values(), dtype=np.float64, count=len(acc))
         else:
+            idx = np.array(ids, dtype=np.int64)
             mass = np.fromiter(cnt.values(), dtype=np.float64, count=len(cnt))
         st = self.stats
         st.texts += 1
         st.tokens += len(toks)
         st.oov_tokens += oov
-        if not ids:
+        return idx, mass, len(toks), oov
+
+    def doc(self, text: Text | Doc) -> Doc:
+        """A text (tokenised here), a list of tokens, or an already prepared :class:`Doc`."""
+        if isinstance(text, Doc):
+            return text
+        return self.doc_of_bag(self.bag(text))
+
+    def doc_of_bag(self, bag: tuple[np.ndarray, np.ndarray, int, int]) -> Doc:
+        """The :class:`Doc` of a :meth:`bag`: weighted (:attr:`weights`), for WRD times the
+        vector norms, normalised to mass 1."""
+        ids, mass, ntok, oov = bag
+        st = self.stats
+        if not len(ids):
             st.empty_texts += 1
-            return _empty_doc(len(toks), oov)
-        rows = self._rows(ids)
+            return _empty_doc(ntok, oov)
+        if self.weights is not None:
+            mass = mass * self.weights.values[ids]  # type: ignore[index]
+        rows = self._rows(ids)  # type: ignore[arg-type]
         if self.kind == "cosine":
-            mass *= self.tnorm[rows]
-            keep = mass > 0
-            if not keep.all():  # zero vectors have no direction and no mass
-                rows, mass = rows[keep], mass[keep]
-                if not len(rows):
-                    st.empty_texts += 1
-                    return _empty_doc(len(toks), oov)
+            mass = mass * self.tnorm[rows]
+        keep = mass > 0
+        if not keep.all():  # zero vectors have no direction and no mass
+            rows, mass = rows[keep], mass[keep]
+            if not len(rows):
+                st.empty_texts += 1
+                return _empty_doc(ntok, oov)
         w = mass / mass.sum()
         sq = self.tsq[rows] if self.kind == "euclid" else None
-        return Doc(rows, w, None, sq, len(toks), oov)
+        return Doc(rows, w, None, sq, ntok, oov)
+
+    def fit_weights(
+        self, texts: Iterable[Text] = (), bags: Iterable[tuple] | None = None
+    ) -> WordWeights | None:
+        """Count the weights of :attr:`weighting` from ``texts`` (or from their ``bags``) when
+        no file gives them, and keep them in :attr:`weights`. The counting does not touch
+        :attr:`stats`. Returns the weights (``None`` for ``"none"``).
+
+        >>> from kxtool.vectors import Vectors
+        >>> v = Vectors(["a", "b"], np.eye(2, dtype=np.float32))
+        >>> sp = DocSpace(v, weights="idf")
+        >>> sp.fit_weights([["a", "b"], ["a"]]).values.round(4).tolist()
+        [1.0, 1.4055]
+        """
+        wt = self.weighting
+        if isinstance(wt, WordWeights) or wt.scheme == "none" or not wt.needs_texts:
+            return self.weights
+        if bags is None:
+            bags = self._scratch_bags(texts)
+        acc = np.zeros(len(self.vectors), dtype=np.float64)
+        n = 0
+        total = 0.0
+        for ids, mass, ntok, _ in bags:  # one at a time: memory bounded by the vocabulary
+            n += 1
+            total += ntok
+            if len(ids):
+                if wt.scheme == "idf":
+                    acc[ids] += 1.0
+                else:
+                    np.add.at(acc, ids, mass)
+        if wt.scheme == "idf":
+            self.weights = _idf(self.vectors, acc, n)
+        else:
+            self.weights = sif_weights(self.vectors, acc, total, wt.sif_a)
+        return self.weights
+
+    def _scratch_bags(self, texts: Iterable[Text]) -> Iterator[tuple]:
+        """The bags of ``texts``, one at a time, without counting them in :attr:`stats`."""
+        saved = self.stats
+        self.stats = WmdStats()
+        try:
+            for t in texts:
+                yield self.bag(t)
+        finally:
+            self.stats = saved
 
     def centroid(self, d: Doc) -> np.ndarray:
         """The mass-weighted mean of the doc's table rows (computed once)."""
@@ -442,10 +590,28 @@ def _prepare_two(
     metric: str,
     tokenizer: Tokenizer | None,
     stats: WmdStats | None,
+    weights: str | Weighting | WordWeights | None = None,
+    fit_on: str = "both",
 ) -> tuple[DocSpace, list[Doc], list[Doc]]:
-    space = DocSpace(vectors, _kind(metric), tokenizer)
+    """The space and the docs of A and B (``None``: B is A), weighted as ``weights`` says;
+    weights counted from the texts are counted over A and B (``fit_on="both"``) or over B
+    alone (``"b"``, the corpus of a search)."""
+    space = DocSpace(vectors, _kind(metric), tokenizer, weights=weights)
     if stats is not None:
         space.stats = stats
+    wt = space.weighting
+    if isinstance(wt, Weighting) and wt.needs_texts and wt.scheme != "none":
+        bags_a = [t if isinstance(t, Doc) else space.bag(t) for t in texts_a]
+        bags_b = bags_a if texts_b is None else [
+            t if isinstance(t, Doc) else space.bag(t) for t in texts_b
+        ]
+        if any(isinstance(b, Doc) for b in itertools.chain(bags_a, bags_b)):
+            raise KxError("weights counted from the texts need texts, not prepared docs")
+        fit = bags_b if fit_on == "b" or texts_b is None else bags_a + bags_b
+        space.fit_weights(bags=fit)
+        A = [space.doc_of_bag(b) for b in bags_a]
+        B = A if texts_b is None else [space.doc_of_bag(b) for b in bags_b]
+        return space, A, B
     A = space.docs(texts_a)
     B = A if texts_b is None else space.docs(texts_b)
     return space, A, B
@@ -473,7 +639,7 @@ class _PackedTable:
 
 def pack_space(space: DocSpace, *groups: Sequence[Doc]) -> tuple[DocSpace, list[list[Doc]]]:
     """A copy of ``space`` that holds only the table rows the docs of ``groups`` use (and no
-    vectors, vocabulary or tokenizer), with the docs renumbered onto it: what a cluster's
+    vectors, vocabulary, tokenizer or word weights), with the docs renumbered onto it: what a cluster's
     workers need, sent once. Rows keep their order and values, so every distance between
     the packed docs is bitwise the one between the originals.
 
@@ -490,6 +656,10 @@ def pack_space(space: DocSpace, *groups: Sequence[Doc]) -> tuple[DocSpace, list[
     new.vectors = _Dims(space.vectors.dim)
     new.index = None
     new.tokenizer = None
+    # the docs carry their weighted masses: the word weights (a float per vocabulary word,
+    # 21 MB pickled for the built-in vectors, once per chunk) stay here
+    new.weights = None
+    new.weighting = as_weighting(None)
     new._check = None
     new.stats = WmdStats()
     new._t = _PackedTable(space.table[used], space.tsq[used], space.tnorm[used])
