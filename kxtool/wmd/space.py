@@ -639,8 +639,8 @@ class _PackedTable:
 
 def pack_space(space: DocSpace, *groups: Sequence[Doc]) -> tuple[DocSpace, list[list[Doc]]]:
     """A copy of ``space`` that holds only the table rows the docs of ``groups`` use (and no
-    vectors, vocabulary, tokenizer or word weights), with the docs renumbered onto it: what a cluster's
-    workers need, sent once. Rows keep their order and values, so every distance between
+    vectors, vocabulary, tokenizer or word weights), with the docs renumbered onto it: what a
+    cluster's workers need, sent once. Rows keep their order and values, so every distance between
     the packed docs is bitwise the one between the originals.
 
     >>> sp = DocSpace(default_vectors())
