@@ -2,9 +2,10 @@
  *
  * kxtool/records.py does both with numpy (a comparison and flatnonzero over every byte; a
  * fixed-width fancy-index copy per record). Measured on the 300 MB benchmark file they were
- * most of the shuffle's CPU time: here they are memchr and memcpy loops that let go of the
- * interpreter lock, so the shuffle's threads run them side by side. Optional, like
- * _transport.c: where it cannot be built, records.py's numpy code gives the same bytes.
+ * most of the shuffle's CPU time: here they are a scan that compares 16 bytes at a time and a
+ * memcpy per record, both without the interpreter lock, so the shuffle's threads run them side
+ * by side. Optional, like _transport.c: where it cannot be built, records.py's numpy code
+ * gives the same bytes.
  *
  * count_ends(data, sep) -> int               records (separators) in data
  * find_ends(data, sep, out) -> int           offsets one past each separator into out (int64)
@@ -15,6 +16,46 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* Separators in p[0:n]: counted (out == NULL) or their offsets + 1 written to out (at most
+ * cap of them). 16 bytes compared at a time where SSE2 is there (every x86-64), one by one
+ * otherwise; the answer is the same. */
+static Py_ssize_t scan(const unsigned char *p, Py_ssize_t n, int sep, int64_t *out,
+                       Py_ssize_t cap) {
+    Py_ssize_t i = 0, k = 0;
+#if defined(__SSE2__)
+    const __m128i s = _mm_set1_epi8((char)sep);
+    if (!out) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            k += __builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, s)));
+        }
+    } else {
+        for (; i + 16 <= n; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, s));
+            while (m) {
+                if (k >= cap) return k;
+                out[k++] = (int64_t)(i + __builtin_ctz(m)) + 1;
+                m &= m - 1;
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        if (p[i] == (unsigned char)sep) {
+            if (out) {
+                if (k >= cap) return k;
+                out[k] = (int64_t)i + 1;
+            }
+            k++;
+        }
+    }
+    return k;
+}
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t item,
                       const char *name) {
@@ -34,18 +75,12 @@ static PyObject *count_ends(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Oi", &data_obj, &sep)) return NULL;
     Py_buffer data;
     if (get_buffer(data_obj, &data, 0, 0, "data") < 0) return NULL;
-    const char *p = data.buf, *end = p + data.len;
-    long long n = 0;
+    Py_ssize_t n;
     Py_BEGIN_ALLOW_THREADS
-    while (p < end) {
-        const char *q = memchr(p, sep, (size_t)(end - p));
-        if (!q) break;
-        n++;
-        p = q + 1;
-    }
+    n = scan(data.buf, data.len, sep, NULL, 0);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
-    return PyLong_FromLongLong(n);
+    return PyLong_FromSsize_t(n);
 }
 
 static PyObject *find_ends(PyObject *self, PyObject *args) {
@@ -58,16 +93,9 @@ static PyObject *find_ends(PyObject *self, PyObject *args) {
         PyBuffer_Release(&data);
         return NULL;
     }
-    const char *base = data.buf, *p = base, *end = base + data.len;
-    int64_t *o = out.buf;
-    Py_ssize_t cap = out.len / 8, n = 0;
+    Py_ssize_t n;
     Py_BEGIN_ALLOW_THREADS
-    while (p < end && n < cap) {
-        const char *q = memchr(p, sep, (size_t)(end - p));
-        if (!q) break;
-        o[n++] = (int64_t)(q - base) + 1;
-        p = q + 1;
-    }
+    n = scan(data.buf, data.len, sep, out.buf, out.len / 8);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
     PyBuffer_Release(&out);

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["record_ends", "starts_of", "gather", "aligned_empty"]
+__all__ = ["record_ends", "count_records", "starts_of", "gather", "aligned_empty"]
 
 #: Bytes a sub-batch of the fixed-width copy aims at (its temporary stays in cache).
 _BATCH_BYTES = 1 << 20
@@ -53,6 +53,13 @@ def record_ends(data: np.ndarray, sep: int) -> np.ndarray:
             raise RuntimeError("records changed while they were being counted")
         return ends
     return np.flatnonzero(data == sep) + 1
+
+
+def count_records(data: np.ndarray, sep: int) -> int:
+    """The number of ``sep`` bytes in ``data`` (a uint8 array): its whole records."""
+    if _native_ok(data):
+        return int(_native.count_ends(data, sep))
+    return int(np.count_nonzero(data == sep))
 
 
 def starts_of(ends: np.ndarray) -> np.ndarray:
