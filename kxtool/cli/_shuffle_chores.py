@@ -148,7 +148,8 @@ def run(
     if count is not None:
         from ..shuffle.sample import sample_files
 
-        return sample_files(files, out, count, permutation=chores.permutation, **common)
+        return sample_files(files, out, count, permutation=chores.permutation, jobs=jobs,
+                            **common)
     result = shuffle_files(files, out, tmp_dir=tmp_dir, jobs=jobs, **common)
     if chores.permutation:
         write_permutation(chores.permutation, seed, result.records, memory=budget,

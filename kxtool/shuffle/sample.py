@@ -13,6 +13,7 @@ the same seed, whatever the budget, and ``N`` larger than the input gives the wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -22,20 +23,24 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import gather, record_ends, starts_of
+from ..records import gather, starts_of
 from ..textio import (
     STDIO,
     AtomicOutputs,
     check_readable,
+    compression_of,
+    display_name,
     format_size,
     input_size,
+    open_filler,
     parse_size,
+    stdin_as_file,
 )
 from .keys import _order, record_keys
 from .output import _Writer
 from .permutation import _write_npy, record_indices
-from .plan import MAX_BLOCK, MIN_MEMORY
-from .reading import _Reader
+from .plan import MIN_MEMORY, default_jobs
+from .reading import _last_end
 
 __all__ = ["sample_files"]
 
@@ -56,7 +61,11 @@ class _Sample:
         self.data = np.empty(0, dtype=np.uint8)  # kept records, concatenated
         self.lengths = np.empty(0, dtype=np.int64)
         self.keys = np.empty(0, dtype=np.uint64)
-        self.threshold: np.uint64 | None = None  # the n-th smallest key, once n were seen
+        # records with a key at or above the threshold are not candidates: the n-th smallest
+        # key so far once n were seen, or a guess (``guessed``) that the end must confirm
+        self.threshold: np.uint64 | None = None
+        self.guessed = False
+        self.dropped = 0  # records left out by a guessed threshold
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.pending_count = 0
         self.pending_memory = 0
@@ -66,28 +75,66 @@ class _Sample:
     def memory(self) -> int:
         return len(self.data) + SAMPLE_RECORD * len(self.keys) + self.pending_memory
 
-    def add(self, data: np.ndarray, count: int, keys: np.ndarray, sep: int) -> None:
-        """Offer the ``count`` records of ``data`` (whole records), keyed by ``keys``."""
-        self.seen += count
-        if self.n == 0 or count == 0:
+    def guess(self, records: int) -> None:
+        """Leave out from now on the keys that are clearly not among the ``n`` smallest of
+        about ``records`` records (keys are uniform); :meth:`confirmed` tells at the end
+        whether the guess held."""
+        if self.threshold is not None or records < 2 * self.n:
             return
-        if self.threshold is None:
-            chosen: np.ndarray | None = None  # every record is a candidate
-        else:
-            chosen = np.flatnonzero(keys < self.threshold)
-            if len(chosen) == 0:
-                return
-        ends = record_ends(data, sep)
+        share = (1.25 * self.n + 10 * self.n**0.5 + 64) / records
+        if share < 0.5:
+            self.threshold = np.uint64(int(share * 2**64))
+            self.guessed = True
+
+    def confirmed(self) -> bool:
+        """Whether the records chosen are the ``n`` smallest keys of all those added (after
+        :meth:`finish`)."""
+        return not self.dropped or len(self.order) >= self.n
+
+    def candidates(
+        self,
+        data: np.ndarray,
+        mask: np.ndarray,
+        count: int,
+        start: int,
+        seed: int,
+        max_record: int,
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, int]:
+        """The candidates among the ``count`` records of ``data`` (whole records, the first
+        of index ``start``; ``mask`` tells where their separators are) and how many records
+        the threshold left out. Touches nothing of the sample but reads its threshold (a
+        stale one only lets more records through), so threads may run it."""
+        if self.n == 0 or count == 0:
+            return None, 0
+        ends = np.flatnonzero(mask)
+        ends += 1
         starts = starts_of(ends)
         lengths = ends - starts
-        if chosen is None:
-            part = (data, lengths, keys)
-        else:
-            part = (gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen])
+        if int(lengths.max()) - 1 > max_record:
+            raise KxError(f"a line is longer than a quarter of the memory budget "
+                          f"({format_size(max_record)}); raise --memory")
+        keys = record_keys(seed, start, count)
+        threshold, guessed = self.threshold, self.guessed
+        if threshold is None:  # every record is a candidate
+            return (data.copy(), lengths, keys), 0
+        chosen = np.flatnonzero(keys < threshold)
+        left = count - len(chosen) if guessed else 0
+        if len(chosen) == 0:
+            return None, left
+        return (gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]), left
+
+    def take(
+        self, part: tuple[np.ndarray, np.ndarray, np.ndarray] | None, count: int, left: int
+    ) -> None:
+        """Add what :meth:`candidates` found in ``count`` records."""
+        self.seen += count
+        self.dropped += left
+        if part is None:
+            return
         self.pending.append(part)
         self.pending_count += len(part[1])
         self.pending_memory += len(part[0]) + SAMPLE_RECORD * len(part[1])
-        if self.pending_count >= max(self.n, 1024) or self.memory() > self.limit:
+        if self.pending_count >= 2 * max(self.n, 1024) or self.memory() > self.limit:
             self.compact()
 
     def compact(self) -> None:
@@ -111,6 +158,7 @@ class _Sample:
         self.data, self.lengths, self.keys = data, lengths, keys
         if len(keys) >= self.n:
             self.threshold = keys.max()
+            self.guessed = False
         if self.memory() > self.limit:
             raise KxError(
                 f"a sample of {self.n} lines does not fit in the memory budget: "
@@ -119,19 +167,181 @@ class _Sample:
                 "--memory); raise --memory, or write the full shuffle and take its head"
             )
 
-    def ordered(self, step: int = 1 << 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The kept records in key order, in slices of ``step`` records."""
-        self.compact()
-        self.order = _order(self.keys, 0)
+    def finish(self) -> None:
+        """Choose the ``n`` smallest keys among the kept and pending records and put them in
+        key order (then :meth:`ordered` and :meth:`indices` give them)."""
+        datas = [self.data] + [p[0] for p in self.pending]
+        lengths = np.concatenate([self.lengths] + [p[1] for p in self.pending])
+        keys = np.concatenate([self.keys] + [p[2] for p in self.pending])
+        self.pending = []
+        self.pending_count = self.pending_memory = 0
+        self.data = np.concatenate(datas) if len(datas) > 1 else datas[0]
+        del datas
+        if len(keys) > self.n:
+            chosen = np.argpartition(keys, self.n - 1)[: self.n]
+            self.order = chosen[_order(keys[chosen], 0)]
+        else:
+            self.order = _order(keys, 0)
+        self.lengths, self.keys = lengths, keys
+        if len(self.order) >= self.n:
+            self.guessed = False
+
+    def count(self) -> int:
+        """Records chosen (after :meth:`finish`)."""
+        return len(self.order)
+
+    def nbytes(self) -> int:
+        """Bytes of the records chosen (after :meth:`finish`)."""
+        return int(self.lengths[self.order].sum())
+
+    def ordered(self, step: int = 1 << 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The chosen records in key order, in slices of ``step`` records (after
+        :meth:`finish`)."""
         starts = starts_of(np.cumsum(self.lengths))
         for a in range(0, len(self.order), step):
             idx = self.order[a : a + step]
             yield gather(self.data, starts, self.lengths, idx), self.lengths[idx]
 
     def indices(self, seed: int, step: int = 1 << 20) -> Iterator[np.ndarray]:
-        """The input indices of the kept records in key order (after :meth:`ordered`)."""
+        """The input indices of the chosen records in key order (after :meth:`finish`)."""
         for a in range(0, len(self.order), step):
             yield record_indices(seed, self.keys[self.order[a : a + step]])
+
+
+#: Bytes read before the number of records of a plain file is guessed from its size.
+GUESS_AFTER = 4 << 20
+#: Bytes read at once: small enough that the scans for separators run in cache.
+SAMPLE_BLOCK = 1 << 20
+
+
+class _Blocks:
+    """Every input read once, as blocks of whole records in buffers of their own and their
+    record counts; the first ``header`` records of the first input are taken out
+    (:attr:`header`)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sep: bytes,
+        header: int,
+        max_record: int,
+        progress: Progress | None,
+        total: int | None,
+    ) -> None:
+        self.paths = paths
+        self.sep = sep[0]
+        self.header_wanted = header
+        self.header: list[bytes] = []
+        self.max_record = max_record
+        self.progress = progress
+        self.total = total
+        self.bytes_read = 0
+
+    def _too_big(self, path: str, line: int) -> KxError:
+        return KxError(
+            f"line {line} of {display_name(path)!r} is longer than a quarter of the memory "
+            f"budget ({format_size(self.max_record)}); raise --memory"
+        )
+
+    def _file(self, path: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        sep = self.sep
+        carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
+        seen = 0
+        with open_filler(path) as fill:
+            while True:
+                kept = len(carry)
+                buf = np.empty(kept + SAMPLE_BLOCK, dtype=np.uint8)
+                buf[:kept] = carry
+                got = fill(memoryview(buf)[kept:])
+                if got == 0:
+                    break
+                self.bytes_read += got
+                if self.progress is not None:
+                    self.progress("reading", self.bytes_read, self.total)
+                size = kept + got
+                cut = _last_end(buf, kept, size, sep)  # the carried part holds no separator
+                if cut == 0:
+                    carry = buf[:size]
+                    if size > self.max_record:
+                        raise self._too_big(path, seen + 1)
+                    continue
+                if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
+                    raise self._too_big(path, seen + 1)
+                data = buf[:cut]
+                mask = data == sep
+                count = int(np.count_nonzero(mask[kept:]))
+                carry = buf[cut:size].copy()
+                yield data, mask, count
+                seen += count
+                del buf, data
+                if len(carry) > self.max_record:
+                    raise self._too_big(path, seen + 1)
+        if len(carry):
+            last = np.empty(len(carry) + 1, dtype=np.uint8)
+            last[:-1] = carry
+            last[-1] = sep
+            yield last, last == sep, 1
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Blocks of whole records: the bytes, where the separators are, how many."""
+        for i, path in enumerate(self.paths):
+            for data, mask, count in self._file(path):
+                take = min(self.header_wanted - len(self.header), count) if i == 0 else 0
+                if take > 0:
+                    start = 0
+                    for end in (np.flatnonzero(mask)[:take] + 1).tolist():
+                        self.header.append(data[start : end - 1].tobytes())
+                        start = end
+                    if take == count:
+                        continue
+                    data, mask, count = data[start:], mask[start:], count - take
+                yield data, mask, count
+
+
+def _scan(
+    reader: _Blocks,
+    sample: _Sample,
+    seed: int,
+    sep: int,
+    max_record: int,
+    jobs: int,
+    total: int | None,
+) -> None:
+    """Offer every block of ``reader`` to ``sample``: read here, scanned by ``jobs`` threads
+    (numpy lets go of the interpreter lock in the scans, keys and copies), taken in order.
+    ``total``, when given, is the input's size, for a first guess at the threshold."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    start = 0
+    seen_bytes = 0  # of the blocks taken
+
+    def taken(f: Future) -> None:  # type: ignore[type-arg]
+        nonlocal seen_bytes
+        part, n, left, nbytes = f.result()
+        sample.take(part, n, left)
+        seen_bytes += nbytes
+        if total is not None and sample.threshold is None and seen_bytes >= GUESS_AFTER:
+            sample.guess(int(total * sample.seen / seen_bytes))
+
+    def scan(data: np.ndarray, mask: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
+        part, left = sample.candidates(data, mask, n, first, seed, max_record)
+        return part, n, left, len(data)
+
+    with ThreadPoolExecutor(max(1, jobs)) as ex:
+        pending: list[Future] = []  # type: ignore[type-arg]
+        try:
+            for data, mask, n in reader:
+                pending.append(ex.submit(scan, data, mask, n, start))
+                start += n
+                del data, mask
+                while len(pending) > 2 * jobs or (pending and pending[0].done()):
+                    taken(pending.pop(0))
+            while pending:
+                taken(pending.pop(0))
+        finally:
+            for f in pending:
+                f.cancel()
+    sample.finish()
 
 
 def sample_files(
@@ -146,6 +356,7 @@ def sample_files(
     zero_terminated: bool = False,
     progress: Progress | None = None,
     permutation: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
 ) -> Any:
     """Write ``count`` records of ``inputs`` drawn uniformly without replacement, in random
     order: exactly the first ``count`` records :func:`shuffle_files` writes with the same
@@ -153,7 +364,9 @@ def sample_files(
     sample. ``count`` larger than the input gives the whole shuffle. A sample that does not fit
     in ``memory`` is a :class:`KxError`. ``shards`` (a count or :class:`Parts`) splits the
     sample as it would the shuffle. ``permutation`` names a ``.npy`` file for the input index
-    of each line written (see :func:`write_permutation`), written with the data. Returns a
+    of each line written (see :func:`write_permutation`), written with the data. ``jobs``
+    threads scan the blocks read (default :func:`default_jobs`; the output does not depend on
+    it). Returns a
     :class:`ShuffleResult` whose ``records`` are those written.
 
     >>> import os, tempfile
@@ -167,7 +380,7 @@ def sample_files(
     >>> r.records, sample == open(os.path.join(d, "all.txt")).read().splitlines()[:5]
     (5, True)
     """
-    from . import ShuffleResult, _validate_output
+    from . import _validate_output
 
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -188,19 +401,49 @@ def sample_files(
     if seed is None:
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"
+    if jobs is None:
+        jobs = default_jobs()
+    if jobs < 1:
+        raise KxError("--jobs must be at least 1")
+    with stdin_as_file() if STDIO in paths else contextlib.nullcontext() as stdin_path:
+        if stdin_path is not None:
+            paths = [stdin_path if p == STDIO else p for p in paths]
+        return _sample_paths(paths, output, count, budget, seed, shards, header, sep, progress,
+                             permutation, jobs)
+
+
+def _sample_paths(
+    paths: list[str],
+    output: str,
+    count: int,
+    budget: int,
+    seed: int,
+    shards: Any,
+    header: int,
+    sep: bytes,
+    progress: Progress | None,
+    permutation: str | os.PathLike[str] | None,
+    jobs: int,
+) -> Any:
+    from . import ShuffleResult, _small_pages, _tune_allocator
+
     sizes = [input_size(p) for p in paths]
     total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
-    block = max(1 << 16, min(MAX_BLOCK, budget // 8))
-    reader = _Reader(paths, sep, header, block, budget // 4, progress, total)
-    sample = _Sample(count, int(SAMPLE_SHARE * budget))
-    start = 0
-    for chunk in reader.chunks():
-        sample.add(chunk.data, chunk.count, record_keys(seed, start, chunk.count), sep[0])
-        start += chunk.count
-        del chunk
-    sample.compact()
-    kept = len(sample.keys)
-    nbytes = int(sample.lengths.sum())
+    _tune_allocator()
+    with _small_pages():
+        # a plain file's size tells about how many records there are: a first guess at the
+        # threshold leaves out most non-candidates at once; should it prove too low (fewer than
+        # ``count`` records below it), the file is read again without it
+        guess = total is not None and all(compression_of(p) is None for p in paths)
+        while True:
+            reader = _Blocks(paths, sep, header, budget // 4, progress, total)
+            sample = _Sample(count, int(SAMPLE_SHARE * budget))
+            _scan(reader, sample, seed, sep[0], budget // 4, jobs, total if guess else None)
+            if sample.confirmed():
+                break
+            guess = False
+    kept = sample.count()
+    nbytes = sample.nbytes()
     with AtomicOutputs(make_dirs=shards is not None) as outs:
         writer = _Writer(outs, output, shards, kept, reader.header, sep, progress, nbytes)
         for data, lengths in sample.ordered():
@@ -210,4 +453,4 @@ def sample_files(
             perm = os.fspath(permutation)
             _write_npy(outs, perm, kept, sample.indices(seed))
             written.append(perm)
-    return ShuffleResult(seed, kept, nbytes, len(reader.header), True, 0, 0, 1, written)
+    return ShuffleResult(seed, kept, nbytes, len(reader.header), True, 0, 0, jobs, written)
