@@ -480,3 +480,33 @@ def test_cli_usage_errors_of_the_chores(tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
         assert message in r.output, (args, r.output)
+
+
+def test_sample_guess_that_proves_too_low_reads_the_file_again(tmp_path, monkeypatch):
+    # short lines first, long ones after: the size suggests far more lines than there are,
+    # the first threshold is too low, and the file is read again without it
+    import kxtool.shuffle.sample as shsample
+
+    monkeypatch.setattr(shsample, "GUESS_AFTER", 4096)
+    monkeypatch.setattr(shsample, "SAMPLE_BLOCK", 4096)
+    scans = []
+    real_scan = shsample._scan
+    monkeypatch.setattr(shsample, "_scan", lambda *a: scans.append(a[-1]) or real_scan(*a))
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"s%d\n" % i for i in range(2000))
+                    + b"".join(b"%d " % i + b"L" * 1000 + b"\n" for i in range(200)))
+    shuffle_files(str(src), tmp_path / "f.txt", seed=4)
+    for n in (5, 1500, 2200):
+        scans.clear()
+        sample_files(str(src), tmp_path / "s.txt", n, seed=4, jobs=2)
+        assert lines_of(tmp_path / "s.txt") == lines_of(tmp_path / "f.txt")[:n]
+        if n == 1500:
+            assert len(scans) == 2 and scans[0] is not None and scans[1] is None
+
+
+def test_sample_line_longer_than_the_budget_allows(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"short\n" + b"x" * 100_000 + b"\nshort\n")
+    with pytest.raises(KxError, match="longer than a quarter"):
+        sample_files(str(src), tmp_path / "s.txt", 2, seed=1, memory="64K")
+    assert not (tmp_path / "s.txt").exists()

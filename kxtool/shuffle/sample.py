@@ -85,6 +85,33 @@ class _Sample:
         if share < 0.5:
             self.threshold = np.uint64(int(share * 2**64))
             self.guessed = True
+            # what was taken before must be below the guess too, or a record above it could
+            # be chosen while one below it, but above the guess, was left out
+            self.pending = [p for p in map(self._below, self.pending) if p is not None]
+            self.pending_count = sum(len(p[1]) for p in self.pending)
+            self.pending_memory = sum(len(p[0]) + SAMPLE_RECORD * len(p[1]) for p in self.pending)
+            kept = self._below((self.data, self.lengths, self.keys))
+            if kept is None:
+                kept = (self.data[:0], self.lengths[:0], self.keys[:0])
+            self.data, self.lengths, self.keys = kept
+
+    def _below(
+        self, part: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The records of ``part`` whose keys are below the threshold (a guessed threshold
+        counts the others as left out)."""
+        data, lengths, keys = part
+        assert self.threshold is not None
+        below = keys < self.threshold
+        if below.all():
+            return part
+        chosen = np.flatnonzero(below)
+        if self.guessed:
+            self.dropped += len(keys) - len(chosen)
+        if len(chosen) == 0:
+            return None
+        starts = starts_of(np.cumsum(lengths))
+        return gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]
 
     def confirmed(self) -> bool:
         """Whether the records chosen are the ``n`` smallest keys of all those added (after
@@ -129,6 +156,9 @@ class _Sample:
         """Add what :meth:`candidates` found in ``count`` records."""
         self.seen += count
         self.dropped += left
+        if part is not None and self.threshold is not None:
+            # found with an older threshold (or none) while the threshold fell
+            part = self._below(part)
         if part is None:
             return
         self.pending.append(part)
