@@ -487,7 +487,7 @@ def test_sample_guess_that_proves_too_low_reads_the_file_again(tmp_path, monkeyp
     # the first threshold is too low, and the file is read again without it
     import kxtool.shuffle.sample as shsample
 
-    monkeypatch.setattr(shsample, "GUESS_AFTER", 4096)
+    monkeypatch.setattr(shsample, "GUESS_AFTER", 2048)
     monkeypatch.setattr(shsample, "SAMPLE_BLOCK", 4096)
     scans = []
     real_scan = shsample._scan

@@ -52,28 +52,39 @@ SAMPLE_SHARE = 0.3
 SAMPLE_RECORD = 48
 
 
+_Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # records (bytes), their lengths and keys
+
+
 class _Sample:
-    """The ``n`` records with the smallest keys among those added so far."""
+    """The ``n`` records with the smallest keys among those added so far, held as the parts
+    they were found in (thinning out copies only the parts that lose records)."""
 
     def __init__(self, n: int, limit: int) -> None:
         self.n = n
         self.limit = limit  # bytes of memory the kept records may take
-        self.data = np.empty(0, dtype=np.uint8)  # kept records, concatenated
-        self.lengths = np.empty(0, dtype=np.int64)
-        self.keys = np.empty(0, dtype=np.uint64)
+        self.parts: list[_Part] = []
+        self.held = 0  # records in parts
+        self.held_memory = 0
+        self.fresh = 0  # records added since the last thinning out
         # records with a key at or above the threshold are not candidates: the n-th smallest
         # key so far once n were seen, or a guess (``guessed``) that the end must confirm
         self.threshold: np.uint64 | None = None
         self.guessed = False
         self.dropped = 0  # records left out by a guessed threshold
-        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.pending_count = 0
-        self.pending_memory = 0
         self.seen = 0
+        self.data = np.empty(0, dtype=np.uint8)  # after finish: the chosen records
+        self.lengths = np.empty(0, dtype=np.int64)
+        self.keys = np.empty(0, dtype=np.uint64)
         self.order = np.empty(0, dtype=np.intp)
 
-    def memory(self) -> int:
-        return len(self.data) + SAMPLE_RECORD * len(self.keys) + self.pending_memory
+    @staticmethod
+    def _memory(part: _Part) -> int:
+        return len(part[0]) + SAMPLE_RECORD * len(part[1])
+
+    def _set_parts(self, parts: list[_Part]) -> None:
+        self.parts = parts
+        self.held = sum(len(p[1]) for p in parts)
+        self.held_memory = sum(map(self._memory, parts))
 
     def guess(self, records: int) -> None:
         """Leave out from now on the keys that are clearly not among the ``n`` smallest of
@@ -87,26 +98,23 @@ class _Sample:
             self.guessed = True
             # what was taken before must be below the guess too, or a record above it could
             # be chosen while one below it, but above the guess, was left out
-            self.pending = [p for p in map(self._below, self.pending) if p is not None]
-            self.pending_count = sum(len(p[1]) for p in self.pending)
-            self.pending_memory = sum(len(p[0]) + SAMPLE_RECORD * len(p[1]) for p in self.pending)
-            kept = self._below((self.data, self.lengths, self.keys))
-            if kept is None:
-                kept = (self.data[:0], self.lengths[:0], self.keys[:0])
-            self.data, self.lengths, self.keys = kept
+            self._set_parts([p for p in map(self._below, self.parts) if p is not None])
 
-    def _below(
-        self, part: tuple[np.ndarray, np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The records of ``part`` whose keys are below the threshold (a guessed threshold
-        counts the others as left out)."""
+    def _below(self, part: _Part, limit: np.uint64 | None = None) -> _Part | None:
+        """The records of ``part`` whose keys are below ``limit`` (default: the threshold;
+        a guessed one counts the others as left out)."""
         data, lengths, keys = part
-        assert self.threshold is not None
-        below = keys < self.threshold
+        if limit is None:
+            assert self.threshold is not None
+            limit = self.threshold
+            counted = self.guessed
+        else:
+            counted = False
+        below = keys < limit
         if below.all():
             return part
         chosen = np.flatnonzero(below)
-        if self.guessed:
+        if counted:
             self.dropped += len(keys) - len(chosen)
         if len(chosen) == 0:
             return None
@@ -126,7 +134,7 @@ class _Sample:
         start: int,
         seed: int,
         max_record: int,
-    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, int]:
+    ) -> tuple[_Part | None, int]:
         """The candidates among the ``count`` records of ``data`` (whole records, the first
         of index ``start``; ``mask`` tells where their separators are) and how many records
         the threshold left out. Touches nothing of the sample but reads its threshold (a
@@ -150,9 +158,7 @@ class _Sample:
             return None, left
         return (gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]), left
 
-    def take(
-        self, part: tuple[np.ndarray, np.ndarray, np.ndarray] | None, count: int, left: int
-    ) -> None:
+    def take(self, part: _Part | None, count: int, left: int) -> None:
         """Add what :meth:`candidates` found in ``count`` records."""
         self.seen += count
         self.dropped += left
@@ -161,58 +167,48 @@ class _Sample:
             part = self._below(part)
         if part is None:
             return
-        self.pending.append(part)
-        self.pending_count += len(part[1])
-        self.pending_memory += len(part[0]) + SAMPLE_RECORD * len(part[1])
-        if self.pending_count >= 2 * max(self.n, 1024) or self.memory() > self.limit:
+        self.parts.append(part)
+        self.held += len(part[1])
+        self.held_memory += self._memory(part)
+        self.fresh += len(part[1])
+        if self.fresh >= max(self.n, 1024) or self.held_memory > self.limit:
             self.compact()
 
     def compact(self) -> None:
-        """Keep only the ``n`` smallest keys among the kept and pending records."""
-        if not self.pending:
-            return
-        datas = [self.data] + [p[0] for p in self.pending]
-        lengths = np.concatenate([self.lengths] + [p[1] for p in self.pending])
-        keys = np.concatenate([self.keys] + [p[2] for p in self.pending])
-        self.pending = []
-        self.pending_count = self.pending_memory = 0
-        data = np.concatenate(datas) if len(datas) > 1 else datas[0]
-        del datas
-        if len(keys) > self.n:
-            keep = np.argpartition(keys, self.n - 1)[: self.n]
-            keep.sort()  # the input order: a sequential gather
-            starts = starts_of(np.cumsum(lengths))
-            data = gather(data, starts, lengths, keep)
-            lengths = lengths[keep]
-            keys = keys[keep]
-        self.data, self.lengths, self.keys = data, lengths, keys
-        if len(keys) >= self.n:
-            self.threshold = keys.max()
+        """Keep only the ``n`` smallest keys."""
+        self.fresh = 0
+        if self.held > self.n:
+            keys = np.concatenate([p[2] for p in self.parts])
+            nth = np.partition(keys, self.n - 1)[self.n - 1]
+            del keys
+            if nth == np.uint64(2**64 - 1):  # no room above it (one chance in 2**64)
+                return
+            self.threshold = nth + np.uint64(1)  # keys are distinct: exactly n are below
             self.guessed = False
-        if self.memory() > self.limit:
+            self._set_parts([p for p in (self._below(p, self.threshold) for p in self.parts)
+                             if p is not None])
+        if self.held_memory > self.limit:
             raise KxError(
                 f"a sample of {self.n} lines does not fit in the memory budget: "
-                f"{min(self.n, self.seen)} lines take {format_size(self.memory())}, "
+                f"{min(self.n, self.seen)} lines take {format_size(self.held_memory)}, "
                 f"{format_size(self.limit)} may be kept ({int(SAMPLE_SHARE * 100)}% of "
                 "--memory); raise --memory, or write the full shuffle and take its head"
             )
 
     def finish(self) -> None:
-        """Choose the ``n`` smallest keys among the kept and pending records and put them in
-        key order (then :meth:`ordered` and :meth:`indices` give them)."""
-        datas = [self.data] + [p[0] for p in self.pending]
-        lengths = np.concatenate([self.lengths] + [p[1] for p in self.pending])
-        keys = np.concatenate([self.keys] + [p[2] for p in self.pending])
-        self.pending = []
-        self.pending_count = self.pending_memory = 0
+        """Choose the ``n`` smallest keys and put them in key order (then :meth:`ordered` and
+        :meth:`indices` give them)."""
+        self.compact()
+        parts, self.parts = self.parts, []
+        if not parts:
+            parts = [(self.data, self.lengths, self.keys)]
+        self.keys = np.concatenate([p[2] for p in parts])
+        self.lengths = np.concatenate([p[1] for p in parts])
+        datas = [p[0] for p in parts]
+        del parts
         self.data = np.concatenate(datas) if len(datas) > 1 else datas[0]
         del datas
-        if len(keys) > self.n:
-            chosen = np.argpartition(keys, self.n - 1)[: self.n]
-            self.order = chosen[_order(keys[chosen], 0)]
-        else:
-            self.order = _order(keys, 0)
-        self.lengths, self.keys = lengths, keys
+        self.order = _order(self.keys, 0)
         if len(self.order) >= self.n:
             self.guessed = False
 
@@ -222,7 +218,7 @@ class _Sample:
 
     def nbytes(self) -> int:
         """Bytes of the records chosen (after :meth:`finish`)."""
-        return int(self.lengths[self.order].sum())
+        return int(self.lengths.sum())
 
     def ordered(self, step: int = 1 << 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The chosen records in key order, in slices of ``step`` records (after
