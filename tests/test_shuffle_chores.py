@@ -510,3 +510,15 @@ def test_sample_line_longer_than_the_budget_allows(tmp_path):
     with pytest.raises(KxError, match="longer than a quarter"):
         sample_files(str(src), tmp_path / "s.txt", 2, seed=1, memory="64K")
     assert not (tmp_path / "s.txt").exists()
+
+
+def test_sample_of_every_line_of_a_file_too_big_for_memory_is_the_full_shuffle(tmp_path, corpus):
+    path, lines = corpus
+    shuffle_files(path, tmp_path / "f.txt", seed=2, memory="256K", tmp_dir=tmp_path)
+    r = sample_files(path, tmp_path / "s.txt", 10**9, seed=2, memory="256K",
+                     permutation=tmp_path / "p.npy")
+    assert (tmp_path / "s.txt").read_bytes() == (tmp_path / "f.txt").read_bytes()
+    assert r.records == len(lines) and not r.in_memory
+    assert [lines[i] for i in np.load(tmp_path / "p.npy")] == lines_of(tmp_path / "s.txt")
+    with pytest.raises(KxError, match="does not fit"):  # fewer than all: still an error
+        sample_files(path, tmp_path / "s.txt", 19_000, seed=2, memory="256K")

@@ -5,7 +5,7 @@ file's bytes), as in GNU ``shuf``.
 The order is the shuffle's: line ``i`` goes where the keys put record ``i``, so
 ``kxtool shuffle -i 1-N --seed S`` is byte-identical to ``seq 1 N | kxtool shuffle --seed S``
 and ``-e A B C`` to shuffling a file of the lines A, B, C. An integer range is never held
-as text: its order comes from the keys alone (:func:`~.permutation.ordered_indices`), 24
+as text: its order comes from the keys alone (:func:`~.permutation.ordered_indices`), 16
 bytes a line while they fit in the budget and more passes over the indices beyond, so a
 range of any size runs in bounded memory.
 """

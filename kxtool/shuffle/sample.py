@@ -38,7 +38,7 @@ from ..textio import (
 )
 from .keys import _order, record_keys
 from .output import _Writer
-from .permutation import _write_npy, record_indices
+from .permutation import _write_npy, count_records, record_indices
 from .plan import MIN_MEMORY, default_jobs
 from .reading import _last_end
 
@@ -50,6 +50,10 @@ SAMPLE_SHARE = 0.3
 #: Bytes a kept record costs beyond its own: its key and length, and the offsets, selection
 #: and order arrays while the sample is thinned out or ordered.
 SAMPLE_RECORD = 48
+
+
+class _TooBig(KxError):
+    """The sample does not fit in its share of the budget."""
 
 
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # records (bytes), their lengths and keys
@@ -188,7 +192,7 @@ class _Sample:
             self._set_parts([p for p in (self._below(p, self.threshold) for p in self.parts)
                              if p is not None])
         if self.held_memory > self.limit:
-            raise KxError(
+            raise _TooBig(
                 f"a sample of {self.n} lines does not fit in the memory budget: "
                 f"{min(self.n, self.seen)} lines take {format_size(self.held_memory)}, "
                 f"{format_size(self.limit)} may be kept ({int(SAMPLE_SHARE * 100)}% of "
@@ -464,7 +468,18 @@ def _sample_paths(
         while True:
             reader = _Blocks(paths, sep, header, budget // 4, progress, total)
             sample = _Sample(count, int(SAMPLE_SHARE * budget))
-            _scan(reader, sample, seed, sep[0], budget // 4, jobs, total if guess else None)
+            try:
+                _scan(reader, sample, seed, sep[0], budget // 4, jobs, total if guess else None)
+            except _TooBig:
+                # more lines than fit: if -n asks for all of them, that is the full shuffle,
+                # which does not need memory for them (files only: a stream is half read)
+                if not all(os.path.isfile(p) for p in paths):
+                    raise
+                del sample
+                if count < count_records(paths, header=header, zero_terminated=sep == b"\0"):
+                    raise
+                return _whole(paths, output, budget, seed, shards, header, sep, progress,
+                              permutation, jobs)
             if sample.confirmed():
                 break
             guess = False
@@ -480,3 +495,29 @@ def _sample_paths(
             _write_npy(outs, perm, kept, sample.indices(seed))
             written.append(perm)
     return ShuffleResult(seed, kept, nbytes, len(reader.header), True, 0, 0, jobs, written)
+
+
+def _whole(
+    paths: list[str],
+    output: str,
+    budget: int,
+    seed: int,
+    shards: Any,
+    header: int,
+    sep: bytes,
+    progress: Progress | None,
+    permutation: str | os.PathLike[str] | None,
+    jobs: int,
+) -> Any:
+    """``-n`` at least the line count of files too big for the sample's memory: the full
+    shuffle (and its permutation)."""
+    from . import shuffle_files
+    from .permutation import write_permutation
+
+    result = shuffle_files(paths, output, memory=budget, seed=seed, shards=shards,
+                           header=header, zero_terminated=sep == b"\0", jobs=jobs,
+                           progress=progress)
+    if permutation is not None:
+        write_permutation(permutation, seed, result.records, memory=budget)
+        result.outputs.append(os.fspath(permutation))
+    return result
