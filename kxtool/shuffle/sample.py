@@ -4,11 +4,15 @@ The full shuffle writes the records in increasing order of their keys ``f_seed(i
 ``N`` lines are the ``N`` records with the smallest keys, in key order. This module finds them
 in one pass over the input, keeping at most about ``2 N`` candidates: the records read so far
 whose key is below the ``N``-th smallest key seen (a threshold that only falls). Keys are
-uniform, so past the first ``N`` records few are candidates (about ``N log(n/N)`` in all) and
-a chunk without one costs only its keys. Memory is bounded by the sample (its bytes and keys
-twice over), not by the input; a sample that does not fit in the budget is an error, never a
-spill. The result is byte-identical to the first ``N`` records of :func:`shuffle_files` with
-the same seed, whatever the budget, and ``N`` larger than the input gives the whole shuffle.
+uniform, so past the first ``N`` records few are candidates (about ``N ln(n/N)`` in all) and
+a block without one costs only its scan and its keys; for a plain file a first threshold is
+guessed from its size (about ``1.25 N`` candidates), and should fewer than ``N`` keys fall
+below it the file is read again without it. Memory is bounded by the sample (its bytes and
+keys, twice over at most), not by the input: a sample over 30% of the budget is an error,
+never a spill, except that ``N`` at least the line count of input files gives the full
+shuffle (which needs no memory for them), as GNU shuf gives the whole input. The result is
+byte-identical to the first ``N`` records of :func:`shuffle_files` with the same seed,
+whatever the budget and the number of threads.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..textio import (
     format_size,
     input_size,
     open_filler,
+    os_error,
     parse_size,
     stdin_as_file,
 )
@@ -40,7 +45,8 @@ from .keys import _order, record_keys
 from .output import _Writer
 from .permutation import _write_npy, count_records, record_indices
 from .plan import MIN_MEMORY, default_jobs
-from .reading import _last_end
+from .reading import _last_end, _Range, _RangePlan, _read_header
+from .runs import _pread_into
 
 __all__ = ["sample_files"]
 
@@ -131,22 +137,15 @@ class _Sample:
         return not self.dropped or len(self.order) >= self.n
 
     def candidates(
-        self,
-        data: np.ndarray,
-        mask: np.ndarray,
-        count: int,
-        start: int,
-        seed: int,
-        max_record: int,
+        self, data: np.ndarray, ends: np.ndarray, start: int, seed: int, max_record: int
     ) -> tuple[_Part | None, int]:
-        """The candidates among the ``count`` records of ``data`` (whole records, the first
-        of index ``start``; ``mask`` tells where their separators are) and how many records
-        the threshold left out. Touches nothing of the sample but reads its threshold (a
-        stale one only lets more records through), so threads may run it."""
+        """The candidates among the records of ``data`` (whole records ending at ``ends``, the
+        first of index ``start``) and how many records the threshold left out. Touches
+        nothing of the sample but reads its threshold (a stale one only lets more records
+        through), so threads may run it."""
+        count = len(ends)
         if self.n == 0 or count == 0:
             return None, 0
-        ends = np.flatnonzero(mask)
-        ends += 1
         starts = starts_of(ends)
         lengths = ends - starts
         if int(lengths.max()) - 1 > max_record:
@@ -354,7 +353,9 @@ def _scan(
             sample.guess(int(total * sample.seen / seen_bytes))
 
     def scan(data: np.ndarray, mask: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
-        part, left = sample.candidates(data, mask, n, first, seed, max_record)
+        ends = np.flatnonzero(mask)
+        ends += 1
+        part, left = sample.candidates(data, ends, first, seed, max_record)
         return part, n, left, len(data)
 
     with ThreadPoolExecutor(max(1, jobs)) as ex:
@@ -372,6 +373,89 @@ def _scan(
             for f in pending:
                 f.cancel()
     sample.finish()
+
+
+def _scan_ranges(
+    paths: list[str],
+    sep: bytes,
+    header: int,
+    sample: _Sample,
+    seed: int,
+    max_record: int,
+    jobs: int,
+    total: int,
+    guess: bool,
+    progress: Progress | None,
+) -> list[bytes]:
+    """Offer every record of plain files to ``sample``, the files cut into byte ranges of
+    about :data:`SAMPLE_BLOCK` that ``jobs`` threads read (``pread``) and scan themselves;
+    only the record counts pass through here, in order, to give each range its first index.
+    Returns the header lines."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    head, first = _read_header(paths[0], sep, header, max_record)
+    plan = _RangePlan(paths, sep, SAMPLE_BLOCK, max_record, head, first, total, 0)
+    sep_byte = sep[0]
+
+    def read(r: _Range) -> tuple[np.ndarray, np.ndarray]:
+        data = np.empty(r.length + r.add_sep, dtype=np.uint8)
+        try:
+            fd = os.open(r.path, os.O_RDONLY)
+            try:
+                got = _pread_into(fd, data[: r.length], r.offset)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise os_error(e, r.path, "cannot read") from None
+        if got != r.length:
+            raise KxError(f"{display_name(r.path)!r} changed while it was being read")
+        if r.add_sep:
+            data[-1] = sep_byte
+        ends = np.flatnonzero(data == sep_byte)
+        ends += 1
+        return data, ends
+
+    def scan(data: np.ndarray, ends: np.ndarray, start: int):  # type: ignore[no-untyped-def]
+        return sample.candidates(data, ends, start, seed, max_record)
+
+    start = seen_bytes = 0
+    ranges = plan.ranges()
+    reading: deque[Future] = deque()  # type: ignore[type-arg]
+    scanning: deque[tuple[Future, int]] = deque()  # type: ignore[type-arg]
+    more = True
+    with ThreadPoolExecutor(max(1, jobs)) as ex:
+        try:
+            while True:
+                while more and len(reading) + len(scanning) < 3 * max(1, jobs):
+                    r = next(ranges, None)
+                    if r is None:
+                        more = False
+                    else:
+                        reading.append(ex.submit(read, r))
+                if reading and (not scanning or reading[0].done()):
+                    data, ends = reading.popleft().result()
+                    scanning.append((ex.submit(scan, data, ends, start), len(ends)))
+                    start += len(ends)
+                    seen_bytes += len(data)
+                    if progress is not None:
+                        progress("reading", seen_bytes, total)
+                    del data, ends
+                elif scanning:
+                    f, n = scanning.popleft()
+                    part, left = f.result()
+                    sample.take(part, n, left)
+                    if guess and sample.threshold is None and seen_bytes >= GUESS_AFTER:
+                        sample.guess(int(total * sample.seen / seen_bytes))
+                elif not more:
+                    break
+        finally:
+            for f in reading:
+                f.cancel()
+            for f, _n in scanning:
+                f.cancel()
+    sample.finish()
+    return head
 
 
 def sample_files(
@@ -464,12 +548,21 @@ def _sample_paths(
         # a plain file's size tells about how many records there are: a first guess at the
         # threshold leaves out most non-candidates at once; should it prove too low (fewer than
         # ``count`` records below it), the file is read again without it
-        guess = total is not None and all(compression_of(p) is None for p in paths)
+        plain = total is not None and all(compression_of(p) is None for p in paths)
+        ranged = plain and all(os.path.isfile(p) for p in paths)
+        guess = plain
         while True:
-            reader = _Blocks(paths, sep, header, budget // 4, progress, total)
             sample = _Sample(count, int(SAMPLE_SHARE * budget))
             try:
-                _scan(reader, sample, seed, sep[0], budget // 4, jobs, total if guess else None)
+                if ranged:
+                    assert total is not None
+                    head = _scan_ranges(paths, sep, header, sample, seed, budget // 4, jobs,
+                                        total, guess, progress)
+                else:
+                    reader = _Blocks(paths, sep, header, budget // 4, progress, total)
+                    _scan(reader, sample, seed, sep[0], budget // 4, jobs,
+                          total if guess else None)
+                    head = reader.header
             except _TooBig:
                 # more lines than fit: if -n asks for all of them, that is the full shuffle,
                 # which does not need memory for them (files only: a stream is half read)
@@ -486,7 +579,7 @@ def _sample_paths(
     kept = sample.count()
     nbytes = sample.nbytes()
     with AtomicOutputs(make_dirs=shards is not None) as outs:
-        writer = _Writer(outs, output, shards, kept, reader.header, sep, progress, nbytes)
+        writer = _Writer(outs, output, shards, kept, head, sep, progress, nbytes)
         for data, lengths in sample.ordered():
             writer.write(data, lengths)
         written = writer.finish()
@@ -494,7 +587,7 @@ def _sample_paths(
             perm = os.fspath(permutation)
             _write_npy(outs, perm, kept, sample.indices(seed))
             written.append(perm)
-    return ShuffleResult(seed, kept, nbytes, len(reader.header), True, 0, 0, jobs, written)
+    return ShuffleResult(seed, kept, nbytes, len(head), True, 0, 0, jobs, written)
 
 
 def _whole(
