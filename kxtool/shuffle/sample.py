@@ -174,7 +174,7 @@ class _Sample:
         self.held += len(part[1])
         self.held_memory += self._memory(part)
         self.fresh += len(part[1])
-        if self.fresh >= max(self.n, 1024) or self.held_memory > self.limit:
+        if self.fresh >= 2 * max(self.n, 1024) or self.held_memory > self.limit:
             self.compact()
 
     def compact(self) -> None:
@@ -201,16 +201,49 @@ class _Sample:
     def finish(self) -> None:
         """Choose the ``n`` smallest keys and put them in key order (then :meth:`ordered` and
         :meth:`indices` give them)."""
-        self.compact()
         parts, self.parts = self.parts, []
         if not parts:
             parts = [(self.data, self.lengths, self.keys)]
-        self.keys = np.concatenate([p[2] for p in parts])
-        self.lengths = np.concatenate([p[1] for p in parts])
-        datas = [p[0] for p in parts]
-        del parts
-        self.data = np.concatenate(datas) if len(datas) > 1 else datas[0]
-        del datas
+        keys = np.concatenate([p[2] for p in parts])
+        limit = None
+        if len(keys) > self.n:
+            nth = np.partition(keys, self.n - 1)[self.n - 1]
+            limit = nth  # keep the keys up to it: exactly n (keys are distinct)
+        del keys
+        # the chosen records of every part, copied once into one buffer
+        picks = []
+        nbytes = 0
+        for data, lengths, pkeys in parts:
+            if limit is None:
+                idx = None
+                size = len(data)
+            else:
+                idx = np.flatnonzero(pkeys <= limit)
+                size = int(lengths[idx].sum())
+            picks.append(idx)
+            nbytes += size
+        out = np.empty(nbytes, dtype=np.uint8)
+        klist, llist = [], []
+        at = 0
+        for i, idx in enumerate(picks):
+            data, lengths, pkeys = parts[i]
+            parts[i] = None  # type: ignore[call-overload]  # let go of each part once copied
+            if idx is None:
+                out[at : at + len(data)] = data
+                at += len(data)
+                klist.append(pkeys)
+                llist.append(lengths)
+            elif len(idx):
+                chunk = gather(data, starts_of(np.cumsum(lengths)), lengths, idx)
+                out[at : at + len(chunk)] = chunk
+                at += len(chunk)
+                klist.append(pkeys[idx])
+                llist.append(lengths[idx])
+            del data, lengths, pkeys
+        del parts, picks
+        self.data = out
+        self.keys = np.concatenate(klist) if klist else np.empty(0, dtype=np.uint64)
+        self.lengths = np.concatenate(llist) if llist else np.empty(0, dtype=np.int64)
         self.order = _order(self.keys, 0)
         if len(self.order) >= self.n:
             self.guessed = False
@@ -446,7 +479,8 @@ def _scan_ranges(
                     part, left = f.result()
                     sample.take(part, n, left)
                     if guess and sample.threshold is None and seen_bytes >= GUESS_AFTER:
-                        sample.guess(int(total * sample.seen / seen_bytes))
+                        # records and bytes both as counted when read (sample.seen lags)
+                        sample.guess(int(total * start / seen_bytes))
                 elif not more:
                     break
         finally:
