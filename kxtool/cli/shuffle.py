@@ -125,8 +125,9 @@ def shuffle(
         metavar="N",
         help="Write only N lines: an exact uniform sample without replacement, the first N "
         "lines of the full shuffle with the same seed (as shuf -n), in one pass, memory bounded "
-        "by the sample (a sample over 30% of --memory is an error). N over the line count "
-        "gives the whole shuffle. --header lines come on top and are not counted.",
+        "by the sample (a sample over 30% of --memory is an error, unless N covers every line "
+        "of input files). N over the line count gives the whole shuffle. --header lines come "
+        "on top and are not counted.",
     ),
     repeat: bool = typer.Option(
         False,
