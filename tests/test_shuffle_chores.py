@@ -523,3 +523,18 @@ def test_sample_of_every_line_of_a_file_too_big_for_memory_is_the_full_shuffle(t
     assert [lines[i] for i in np.load(tmp_path / "p.npy")] == lines_of(tmp_path / "s.txt")
     with pytest.raises(KxError, match="does not fit"):  # fewer than all: still an error
         sample_files(path, tmp_path / "s.txt", 19_000, seed=2, memory="256K")
+
+
+def test_first_lines_of_a_huge_range_walk_the_key_space(tmp_path):
+    # n = 2**44: the first three positions come from keys 0, 1, 2, ... turned back into
+    # indices (about 2**20 keys a line), not from a pass over 2**44 indices
+    n = 1 << 44
+    got = np.concatenate(list(ordered_indices(6, n, 3)))
+    assert len(got) == 3 and (got < np.uint64(n)).all()
+    keys = np.array([record_keys(6, int(i), 1)[0] for i in got], dtype=np.uint64)
+    assert (np.diff(keys.astype(object)) > 0).all()  # in key order
+    below = record_indices(6, np.arange(int(keys[-1]) + 1, dtype=np.uint64))
+    assert int(np.count_nonzero(below < np.uint64(n))) == 3  # nothing smaller was missed
+    out = tmp_path / "r.txt"
+    shuffle_range(0, 2**64 - 2, out, seed=1, count=3)
+    assert len(lines_of(out)) == 3

@@ -6,7 +6,9 @@ The shuffle puts record ``i`` at the rank of its key ``f_seed(i)`` among the key
 in increasing order, each turned back into its index. When the ``n`` keys do not fit in the
 budget, the key space is cut into ranges that each hold about as many keys as fit (keys are
 uniform), and each range is one pass over ``0 .. n-1``: memory stays bounded for any ``n``,
-at the cost of one key computation per index and pass. ``kxtool shuffle -i`` and
+at the cost of one key computation per index and pass. The first few positions of a huge
+``n`` come cheaper from the other side: the keys 0, 1, 2, ... turned back into indices, those
+below ``n`` kept (about ``2**64 / n`` keys a position). ``kxtool shuffle -i`` and
 ``--permutation`` are built on it.
 """
 
@@ -102,6 +104,12 @@ def ordered_indices(
     wanted = n if limit is None else max(0, min(limit, n))
     if wanted == 0:
         return
+    if wanted * _M64 // n < n // 4:
+        # the first few of a huge range: walk the key space upwards from 0 and turn each key
+        # back into its index, keeping those below n; about 2**64 / n keys a line, fewer
+        # than one pass over the indices
+        yield from _smallest_by_keys(seed, n, wanted, step)
+        return
     per_pass = max(1 << 12, int(0.75 * budget) // _KEY_MEMORY)
     # each pass takes a range of the key space holding about ``per_pass`` keys; with a limit,
     # the first range aims a little above it so that one pass usually suffices
@@ -125,6 +133,24 @@ def ordered_indices(
         del keys
         lo = hi
         target = per_pass
+
+
+def _smallest_by_keys(seed: int, n: int, wanted: int, step: int) -> Iterator[np.ndarray]:
+    """The indices below ``n`` of the keys 0, 1, 2, ... in turn, until ``wanted``: the first
+    ``wanted`` positions of the shuffle of ``n`` records, in order."""
+    per_line = _M64 // n
+    batch = max(1 << 10, min(1 << 20, per_line * min(wanted, step)))
+    key = done = 0
+    while done < wanted and key < _M64:
+        width = min(batch, _M64 - key)
+        keys = np.arange(width, dtype=np.uint64)
+        keys += np.uint64(key)
+        idx = record_indices(seed, keys)
+        idx = idx[idx < np.uint64(n)][: wanted - done]
+        if len(idx):
+            yield idx
+            done += len(idx)
+        key += width
 
 
 def shuffle_permutation(seed: int, n: int, limit: int | None = None) -> np.ndarray:
