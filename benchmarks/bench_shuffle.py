@@ -1,7 +1,8 @@
 """Benchmark `kxtool shuffle` against GNU shuf and terashuf, interleaved, with honest memory.
 
-    python benchmarks/bench_shuffle.py [--size 2G] [--memory 512M] [--mode file|parts|small]
-                                       [--repeat 3] [--terashuf] [--dir DIR] [--update]
+    python benchmarks/bench_shuffle.py [--size 2G] [--memory 512M] [--repeat 3] [--update]
+                                       [--mode file|parts|small|sample] [--count N]
+                                       [--terashuf] [--dir DIR] [--input FILE]
 
 Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes. Modes:
 
@@ -13,6 +14,12 @@ Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes
 - ``parts``: the file cut into 20 parts, compressed with gzip and with zstd; kxtool on the
   parts against `zcat parts | shuf` and `zstdcat parts | shuf`.
 - ``small``: a 300 MB file with kxtool's default budget (in memory, where start-up counts).
+- ``sample``: ``-n COUNT`` (default 1,000,000) from the file and from a pipe (``cat file |``),
+  against GNU ``shuf -n`` the same two ways and `cat > /dev/null`; the verdict gives the
+  throughput against ``shuf -n`` and the time against reading the file once.
+
+``--input FILE`` takes an existing file instead of generating one (it is only read; outputs
+go under ``--dir``).
 
 Every command runs once per round, rounds interleaved, so that drifts in the machine's load hit
 all alike. Reported per command: every round's wall time, the **median** (the headline), CPU
@@ -150,6 +157,20 @@ def cases_for(args, src: str, directory: str) -> tuple[list[tuple[str, str]], st
             "zcat parts | shuf",
             f"kxtool shuffle gz parts --memory {mem}",
         )
+    if args.mode == "sample":
+        n = args.count
+        return (
+            [
+                ("cat > /dev/null", f"cat {src} > /dev/null"),
+                (f"GNU shuf -n {n}", f"shuf -n {n} {src} -o {out}"),
+                (f"cat | GNU shuf -n {n}", f"cat {src} | shuf -n {n} -o {out}"),
+                (f"kxtool shuffle -n {n}", f"{kx} shuffle -n {n} {src} --seed 1 -o {out}"),
+                (f"cat | kxtool shuffle -n {n}",
+                 f"cat {src} | {kx} shuffle -n {n} --seed 1 -o {out}"),
+            ],
+            f"GNU shuf -n {n}",
+            f"kxtool shuffle -n {n}",
+        )
     if args.mode == "small":
         return (
             [
@@ -186,7 +207,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default=None, help="input size (default 2G; small mode: 300M)")
     ap.add_argument("--memory", default="512M")
-    ap.add_argument("--mode", choices=("file", "parts", "small"), default="file")
+    ap.add_argument("--mode", choices=("file", "parts", "small", "sample"), default="file")
+    ap.add_argument("--count", type=int, default=1_000_000, help="-n of the sample mode")
+    ap.add_argument("--input", default=None, help="an existing input file (only read)")
     ap.add_argument("--parts", type=int, default=20)
     ap.add_argument("--terashuf", action="store_true", help="also time terashuf (file mode)")
     ap.add_argument("--dir", default=os.path.join(ROOT, "benchmarks", "data"))
@@ -196,8 +219,10 @@ def main() -> None:
 
     size = decimal_size(args.size or ("300M" if args.mode == "small" else "2G"))
     os.makedirs(args.dir, exist_ok=True)
-    src = os.path.join(args.dir, f"lines-{size}.txt")
-    if not os.path.exists(src):
+    src = args.input or os.path.join(args.dir, f"lines-{size}.txt")
+    if args.input:
+        size = os.path.getsize(src)
+    elif not os.path.exists(src):
         print(f"generating {src} ...", file=sys.stderr)
         generate(src, size)
     nbytes = os.path.getsize(src)
@@ -238,8 +263,17 @@ def main() -> None:
         f"Median: {kxcase} is {med(peer, 0) / kx_wall:.2f}x {peer}'s throughput at "
         f"{kx_pss / peer_pss:.2f} of its peak memory (PSS)."
     )
+    if args.mode == "sample":
+        cat = med("cat > /dev/null", 0)
+        piped = med(f"cat | kxtool shuffle -n {args.count}", 0)
+        shuf_piped = med(f"cat | GNU shuf -n {args.count}", 0)
+        verdict += (
+            f" It takes {kx_wall / cat:.2f}x the time of cat > /dev/null; from a pipe,"
+            f" {piped / cat:.2f}x that time and {shuf_piped / piped:.2f}x the throughput of"
+            f" cat | shuf -n."
+        )
     what = {"file": "the file", "parts": f"{args.parts} gzip and zstd parts of the file",
-            "small": "the file"}[args.mode]
+            "small": "the file", "sample": "the file"}[args.mode]
     table = "\n".join(
         [
             f"Input: {what}; {nbytes / 1e9:.2f} GB, {count_lines(src):,} lines of 20-200 random"

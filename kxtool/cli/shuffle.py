@@ -38,6 +38,19 @@ Examples:
   zcat big.txt.gz | kxtool shuffle --header 1 | head
   kxtool shuffle 's3://bkt/crawl/part-*.zst' --shards 64 -o 's3://bkt/shuf/{:05d}.zst'
   kxtool shuffle part-*.txt --cluster local:2 -T /shared/tmp -o /shared/out.txt
+
+Training-data chores (the order is always that of the full shuffle with the same seed):
+
+\b
+  kxtool shuffle -n 1000000 corpus.txt --seed 7 > sample.txt   # = the full shuffle | head
+  kxtool shuffle -r -n 10 words.txt                # 10 draws with replacement
+  kxtool shuffle data.jsonl --seed 7 --split train.jsonl=0.98 --split valid.jsonl=5000 \\
+      --split test.jsonl=rest
+  kxtool shuffle text.txt --seed 7 -o text.shuf --permutation perm.npy   # then
+  python -c 'import numpy as np; p = np.load("perm.npy", mmap_mode="r")'  # tokens[p]
+  kxtool shuffle -e red green blue                 # the arguments are the lines
+  kxtool shuffle -i 1-100 -n 5                     # integers, any range, bounded memory
+  kxtool shuffle --random-source seedfile corpus.txt   # the seed from a file's bytes
 """
 
 
@@ -117,6 +130,64 @@ def shuffle(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Report the seed, sizes and passes on stderr."
     ),
+    head_count: str | None = typer.Option(
+        None,
+        "-n",
+        "--head-count",
+        metavar="N",
+        help="Write only N lines: an exact uniform sample without replacement, the first N "
+        "lines of the full shuffle with the same seed (as shuf -n), in one pass, memory bounded "
+        "by the sample (a sample over 30% of --memory is an error, unless N covers every line "
+        "of input files). N over the line count gives the whole shuffle. --header lines come "
+        "on top and are not counted.",
+    ),
+    repeat: bool = typer.Option(
+        False,
+        "-r",
+        "--repeat",
+        help="With -n N, N draws with replacement (as shuf -r). Files are read twice (counted "
+        "first); stdin is spooled to --tmp-dir. With -e or -i and no -n, draws forever.",
+    ),
+    split: list[str] = typer.Option(
+        None,
+        "--split",
+        metavar="NAME=SIZE",
+        help="Write the shuffle into named parts, in the order given (repeat the option); SIZE "
+        "is a count (5000), a fraction (0.98: floor of the running sum of fractions times the "
+        "line count, so fractions adding to 1 take every line), a percentage (2%) or 'rest'. "
+        "The parts concatenated are the full shuffle; all appear or none.",
+    ),
+    permutation: str | None = typer.Option(
+        None,
+        "--permutation",
+        metavar="FILE.npy",
+        help="Also write, for each output line, the 0-based index of its input line (header "
+        "lines not counted) as a uint64 .npy array (np.load(..., mmap_mode='r')); bounded "
+        "memory for any line count.",
+    ),
+    permutation_only: bool = typer.Option(
+        False,
+        "--permutation-only",
+        help="Write only the --permutation file: the input is only counted, no data is written.",
+    ),
+    echo: bool = typer.Option(
+        False, "-e", "--echo", help="The FILE arguments are the lines themselves (as shuf -e)."
+    ),
+    input_range: str | None = typer.Option(
+        None,
+        "-i",
+        "--input-range",
+        metavar="LO-HI",
+        help="Shuffle the integers LO..HI, one a line (as shuf -i): the order of "
+        "'seq LO HI | kxtool shuffle'; any size in bounded memory.",
+    ),
+    random_source: str | None = typer.Option(
+        None,
+        "--random-source",
+        metavar="FILE",
+        help="Take the seed from FILE: the first 8 bytes of the BLAKE2b digest of its first "
+        "MiB (any file, pipe or device). The order differs from GNU shuf's with the same file.",
+    ),
     memory_short: str = typer.Option(None, "-m", hidden=True),
 ) -> None:
     from ..shuffle import shuffle_files
@@ -135,21 +206,34 @@ def shuffle(
     if shards is not None:
         with usage_errors("--shards"):
             check_shard_pattern(output, shards)
+    from ._shuffle_chores import Chores, run
+
+    chores = Chores(head_count, repeat, split, permutation, permutation_only, echo,
+                    input_range, random_source)
     started = time.perf_counter()
-    with Bars() as bars, cluster_connection(cluster) as connection:
-        result = shuffle_files(
-            list(inputs) if inputs else ["-"],
-            output,
-            memory=budget,
-            seed=seed,
-            tmp_dir=tmp_dir,
-            shards=shards,
-            header=header,
-            zero_terminated=zero_terminated,
-            jobs=jobs,
-            progress=bars,
-            cluster=connection,
+    if chores.wanted() and cluster:
+        raise typer.BadParameter(
+            "-n, -r, -e, -i, --split and --permutation run on one machine", param_hint="--cluster"
         )
+    with Bars() as bars, cluster_connection(cluster) as connection:
+        if chores.wanted():
+            result = run(chores, list(inputs or []), output, budget=budget, seed=seed,
+                         tmp_dir=tmp_dir, shards=shards, header=header,
+                         zero_terminated=zero_terminated, jobs=jobs, progress=bars)
+        else:
+            result = shuffle_files(
+                list(inputs) if inputs else ["-"],
+                output,
+                memory=budget,
+                seed=seed,
+                tmp_dir=tmp_dir,
+                shards=shards,
+                header=header,
+                zero_terminated=zero_terminated,
+                jobs=jobs,
+                progress=bars,
+                cluster=connection,
+            )
     elapsed = time.perf_counter() - started
     summary = {
         "seed": result.seed,

@@ -172,6 +172,9 @@ def _small_pages() -> Iterator[None]:
 
 
 def _validate_output(output: str, shards: int | None, inputs: Sequence[str]) -> None:
+    if hasattr(shards, "check"):  # named parts (--split)
+        shards.check()  # type: ignore[union-attr]
+        return
     if shards is None:
         check_output(output)
         return

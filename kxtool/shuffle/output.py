@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class _Writer:
         self,
         outputs: AtomicOutputs,
         output: str,
-        shards: int | None,
+        shards: int | Any | None,  # a count of shards, or named parts (split.Parts)
         total: int,
         header: Sequence[bytes],
         sep: bytes,
@@ -48,7 +48,9 @@ class _Writer:
         self.progress = progress
         self.total_bytes = total_bytes
         self.written_bytes = 0
-        if shards:
+        if hasattr(shards, "bounds"):  # named parts (--split, :class:`.split.Parts`)
+            self.bounds = shards.bounds(total)
+        elif shards:
             self.bounds = [total * j // shards for j in range(shards + 1)]
         else:
             self.bounds = [0, total]
@@ -59,7 +61,10 @@ class _Writer:
 
     def _open_next(self) -> None:
         self.shard += 1
-        path = self.output.format(self.shard) if self.shards else self.output
+        if hasattr(self.shards, "name"):
+            path = self.shards.name(self.shard)
+        else:
+            path = self.output.format(self.shard) if self.shards else self.output
         lines = self.bounds[self.shard + 1] - self.bounds[self.shard]
         total_lines = self.bounds[-1]
         size = len(self.header)
@@ -76,6 +81,8 @@ class _Writer:
         count = len(lengths) if lengths is not None else count_records(data, self.sep[0])
         i = pos = 0
         while i < count:
+            if self.done >= self.bounds[-1]:  # past the last named part: left out (--split)
+                break
             while self.file is None or self.done >= self.bounds[self.shard + 1]:
                 self._open_next()
             room = self.bounds[self.shard + 1] - self.done

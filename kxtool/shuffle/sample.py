@@ -1,0 +1,650 @@
+"""An exact uniform sample without replacement (``kxtool shuffle -n N``), in one pass.
+
+The full shuffle writes the records in increasing order of their keys ``f_seed(i)``; its first
+``N`` lines are the ``N`` records with the smallest keys, in key order. This module finds them
+in one pass over the input, keeping at most about ``2 N`` candidates: the records read so far
+whose key is below the ``N``-th smallest key seen (a threshold that only falls). Keys are
+uniform, so past the first ``N`` records few are candidates (about ``N ln(n/N)`` in all) and
+a block without one costs only its scan and its keys; for a plain file a first threshold is
+guessed from its size (about ``1.25 N`` candidates), and should fewer than ``N`` keys fall
+below it the file is read again without it. Memory is bounded by the sample (its bytes and
+keys, twice over at most), not by the input: a sample over 30% of the budget is an error,
+never a spill, except that ``N`` at least the line count of input files gives the full
+shuffle (which needs no memory for them), as GNU shuf gives the whole input. The result is
+byte-identical to the first ``N`` records of :func:`shuffle_files` with the same seed,
+whatever the budget and the number of threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import KxError
+from ..progress import Progress
+from ..records import gather, starts_of
+from ..textio import (
+    STDIO,
+    AtomicOutputs,
+    check_readable,
+    compression_of,
+    display_name,
+    format_size,
+    input_size,
+    open_filler,
+    os_error,
+    parse_size,
+    stdin_as_file,
+)
+from .keys import _order, record_keys
+from .output import _Writer
+from .permutation import _write_npy, count_records, record_indices
+from .plan import MIN_MEMORY, default_jobs
+from .reading import _last_end, _Range, _RangePlan, _read_header
+from .runs import _pread_into
+
+__all__ = ["sample_files"]
+
+#: Share of the budget the kept sample may take (its candidates and one copy while they are
+#: thinned out take as much again).
+SAMPLE_SHARE = 0.3
+#: Bytes a kept record costs beyond its own: its key and length, and the offsets, selection
+#: and order arrays while the sample is thinned out or ordered.
+SAMPLE_RECORD = 48
+
+
+class _TooBig(KxError):
+    """The sample does not fit in its share of the budget."""
+
+
+_Part = tuple[np.ndarray, np.ndarray, np.ndarray]  # records (bytes), their lengths and keys
+
+
+class _Sample:
+    """The ``n`` records with the smallest keys among those added so far, held as the parts
+    they were found in (thinning out copies only the parts that lose records)."""
+
+    def __init__(self, n: int, limit: int) -> None:
+        self.n = n
+        self.limit = limit  # bytes of memory the kept records may take
+        self.parts: list[_Part] = []
+        self.held = 0  # records in parts
+        self.held_memory = 0
+        self.fresh = 0  # records added since the last thinning out
+        # records with a key at or above the threshold are not candidates: the n-th smallest
+        # key so far once n were seen, or a guess (``guessed``) that the end must confirm
+        self.threshold: np.uint64 | None = None
+        self.guessed = False
+        self.dropped = 0  # records left out by a guessed threshold
+        self.seen = 0
+        self.data = np.empty(0, dtype=np.uint8)  # after finish: the chosen records
+        self.lengths = np.empty(0, dtype=np.int64)
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.order = np.empty(0, dtype=np.intp)
+
+    @staticmethod
+    def _memory(part: _Part) -> int:
+        return len(part[0]) + SAMPLE_RECORD * len(part[1])
+
+    def _set_parts(self, parts: list[_Part]) -> None:
+        self.parts = parts
+        self.held = sum(len(p[1]) for p in parts)
+        self.held_memory = sum(map(self._memory, parts))
+
+    def guess(self, records: int) -> None:
+        """Leave out from now on the keys that are clearly not among the ``n`` smallest of
+        about ``records`` records (keys are uniform); :meth:`confirmed` tells at the end
+        whether the guess held."""
+        if self.threshold is not None or records < 2 * self.n:
+            return
+        share = (1.25 * self.n + 10 * self.n**0.5 + 64) / records
+        if share < 0.5:
+            self.threshold = np.uint64(int(share * 2**64))
+            self.guessed = True
+            # what was taken before must be below the guess too, or a record above it could
+            # be chosen while one below it, but above the guess, was left out
+            self._set_parts([p for p in map(self._below, self.parts) if p is not None])
+
+    def _below(self, part: _Part, limit: np.uint64 | None = None) -> _Part | None:
+        """The records of ``part`` whose keys are below ``limit`` (default: the threshold;
+        a guessed one counts the others as left out)."""
+        data, lengths, keys = part
+        if limit is None:
+            assert self.threshold is not None
+            limit = self.threshold
+            counted = self.guessed
+        else:
+            counted = False
+        below = keys < limit
+        if below.all():
+            return part
+        chosen = np.flatnonzero(below)
+        if counted:
+            self.dropped += len(keys) - len(chosen)
+        if len(chosen) == 0:
+            return None
+        starts = starts_of(np.cumsum(lengths))
+        return gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]
+
+    def confirmed(self) -> bool:
+        """Whether the records chosen are the ``n`` smallest keys of all those added (after
+        :meth:`finish`)."""
+        return not self.dropped or len(self.order) >= self.n
+
+    def candidates(
+        self, data: np.ndarray, ends: np.ndarray, start: int, seed: int, max_record: int
+    ) -> tuple[_Part | None, int]:
+        """The candidates among the records of ``data`` (whole records ending at ``ends``, the
+        first of index ``start``) and how many records the threshold left out. Touches
+        nothing of the sample but reads its threshold (a stale one only lets more records
+        through), so threads may run it."""
+        count = len(ends)
+        if self.n == 0 or count == 0:
+            return None, 0
+        starts = starts_of(ends)
+        lengths = ends - starts
+        if int(lengths.max()) - 1 > max_record:
+            raise KxError(f"a line is longer than a quarter of the memory budget "
+                          f"({format_size(max_record)}); raise --memory")
+        keys = record_keys(seed, start, count)
+        threshold, guessed = self.threshold, self.guessed
+        if threshold is None:  # every record is a candidate
+            return (data.copy(), lengths, keys), 0
+        chosen = np.flatnonzero(keys < threshold)
+        left = count - len(chosen) if guessed else 0
+        if len(chosen) == 0:
+            return None, left
+        return (gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]), left
+
+    def take(self, part: _Part | None, count: int, left: int) -> None:
+        """Add what :meth:`candidates` found in ``count`` records."""
+        self.seen += count
+        self.dropped += left
+        if part is not None and self.threshold is not None:
+            # found with an older threshold (or none) while the threshold fell
+            part = self._below(part)
+        if part is None:
+            return
+        self.parts.append(part)
+        self.held += len(part[1])
+        self.held_memory += self._memory(part)
+        self.fresh += len(part[1])
+        if self.fresh >= 2 * max(self.n, 1024) or self.held_memory > self.limit:
+            self.compact()
+
+    def compact(self) -> None:
+        """Keep only the ``n`` smallest keys."""
+        self.fresh = 0
+        if self.held > self.n:
+            keys = np.concatenate([p[2] for p in self.parts])
+            nth = np.partition(keys, self.n - 1)[self.n - 1]
+            del keys
+            if nth == np.uint64(2**64 - 1):  # no room above it (one chance in 2**64)
+                return
+            self.threshold = nth + np.uint64(1)  # keys are distinct: exactly n are below
+            self.guessed = False
+            self._set_parts([p for p in (self._below(p, self.threshold) for p in self.parts)
+                             if p is not None])
+        if self.held_memory > self.limit:
+            raise _TooBig(
+                f"a sample of {self.n} lines does not fit in the memory budget: "
+                f"{min(self.n, self.seen)} lines take {format_size(self.held_memory)}, "
+                f"{format_size(self.limit)} may be kept ({int(SAMPLE_SHARE * 100)}% of "
+                "--memory); raise --memory, or write the full shuffle and take its head"
+            )
+
+    def finish(self) -> None:
+        """Choose the ``n`` smallest keys and put them in key order (then :meth:`ordered` and
+        :meth:`indices` give them)."""
+        parts, self.parts = self.parts, []
+        if not parts:
+            parts = [(self.data, self.lengths, self.keys)]
+        keys = np.concatenate([p[2] for p in parts])
+        limit = None
+        if len(keys) > self.n:
+            nth = np.partition(keys, self.n - 1)[self.n - 1]
+            limit = nth  # keep the keys up to it: exactly n (keys are distinct)
+        del keys
+        # the chosen records of every part, copied once into one buffer
+        picks = []
+        nbytes = 0
+        for data, lengths, pkeys in parts:
+            if limit is None:
+                idx = None
+                size = len(data)
+            else:
+                idx = np.flatnonzero(pkeys <= limit)
+                size = int(lengths[idx].sum())
+            picks.append(idx)
+            nbytes += size
+        out = np.empty(nbytes, dtype=np.uint8)
+        klist, llist = [], []
+        at = 0
+        for i, idx in enumerate(picks):
+            data, lengths, pkeys = parts[i]
+            parts[i] = None  # type: ignore[call-overload]  # let go of each part once copied
+            if idx is None:
+                out[at : at + len(data)] = data
+                at += len(data)
+                klist.append(pkeys)
+                llist.append(lengths)
+            elif len(idx):
+                chunk = gather(data, starts_of(np.cumsum(lengths)), lengths, idx)
+                out[at : at + len(chunk)] = chunk
+                at += len(chunk)
+                klist.append(pkeys[idx])
+                llist.append(lengths[idx])
+            del data, lengths, pkeys
+        del parts, picks
+        self.data = out
+        self.keys = np.concatenate(klist) if klist else np.empty(0, dtype=np.uint64)
+        self.lengths = np.concatenate(llist) if llist else np.empty(0, dtype=np.int64)
+        self.order = _order(self.keys, 0)
+        if len(self.order) >= self.n:
+            self.guessed = False
+
+    def count(self) -> int:
+        """Records chosen (after :meth:`finish`)."""
+        return len(self.order)
+
+    def nbytes(self) -> int:
+        """Bytes of the records chosen (after :meth:`finish`)."""
+        return int(self.lengths.sum())
+
+    def ordered(self, step: int = 1 << 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The chosen records in key order, in slices of ``step`` records (after
+        :meth:`finish`)."""
+        starts = starts_of(np.cumsum(self.lengths))
+        for a in range(0, len(self.order), step):
+            idx = self.order[a : a + step]
+            yield gather(self.data, starts, self.lengths, idx), self.lengths[idx]
+
+    def indices(self, seed: int, step: int = 1 << 20) -> Iterator[np.ndarray]:
+        """The input indices of the chosen records in key order (after :meth:`finish`)."""
+        for a in range(0, len(self.order), step):
+            yield record_indices(seed, self.keys[self.order[a : a + step]])
+
+
+#: Bytes read before the number of records of a plain file is guessed from its size.
+GUESS_AFTER = 4 << 20
+#: Bytes read at once: small enough that the scans for separators run in cache.
+SAMPLE_BLOCK = 1 << 20
+
+
+class _Blocks:
+    """Every input read once, as blocks of whole records in buffers of their own and their
+    record counts; the first ``header`` records of the first input are taken out
+    (:attr:`header`)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sep: bytes,
+        header: int,
+        max_record: int,
+        progress: Progress | None,
+        total: int | None,
+    ) -> None:
+        self.paths = paths
+        self.sep = sep[0]
+        self.header_wanted = header
+        self.header: list[bytes] = []
+        self.max_record = max_record
+        self.progress = progress
+        self.total = total
+        self.bytes_read = 0
+
+    def _too_big(self, path: str, line: int) -> KxError:
+        return KxError(
+            f"line {line} of {display_name(path)!r} is longer than a quarter of the memory "
+            f"budget ({format_size(self.max_record)}); raise --memory"
+        )
+
+    def _file(self, path: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        sep = self.sep
+        carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
+        seen = 0
+        with open_filler(path) as fill:
+            while True:
+                kept = len(carry)
+                buf = np.empty(kept + SAMPLE_BLOCK, dtype=np.uint8)
+                buf[:kept] = carry
+                got = fill(memoryview(buf)[kept:])
+                if got == 0:
+                    break
+                self.bytes_read += got
+                if self.progress is not None:
+                    self.progress("reading", self.bytes_read, self.total)
+                size = kept + got
+                cut = _last_end(buf, kept, size, sep)  # the carried part holds no separator
+                if cut == 0:
+                    carry = buf[:size]
+                    if size > self.max_record:
+                        raise self._too_big(path, seen + 1)
+                    continue
+                if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
+                    raise self._too_big(path, seen + 1)
+                data = buf[:cut]
+                mask = data == sep
+                count = int(np.count_nonzero(mask[kept:]))
+                carry = buf[cut:size].copy()
+                yield data, mask, count
+                seen += count
+                del buf, data
+                if len(carry) > self.max_record:
+                    raise self._too_big(path, seen + 1)
+        if len(carry):
+            last = np.empty(len(carry) + 1, dtype=np.uint8)
+            last[:-1] = carry
+            last[-1] = sep
+            yield last, last == sep, 1
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Blocks of whole records: the bytes, where the separators are, how many."""
+        for i, path in enumerate(self.paths):
+            for data, mask, count in self._file(path):
+                take = min(self.header_wanted - len(self.header), count) if i == 0 else 0
+                if take > 0:
+                    start = 0
+                    for end in (np.flatnonzero(mask)[:take] + 1).tolist():
+                        self.header.append(data[start : end - 1].tobytes())
+                        start = end
+                    if take == count:
+                        continue
+                    data, mask, count = data[start:], mask[start:], count - take
+                yield data, mask, count
+
+
+def _scan(
+    reader: _Blocks,
+    sample: _Sample,
+    seed: int,
+    sep: int,
+    max_record: int,
+    jobs: int,
+    total: int | None,
+) -> None:
+    """Offer every block of ``reader`` to ``sample``: read here, scanned by ``jobs`` threads
+    (numpy lets go of the interpreter lock in the scans, keys and copies), taken in order.
+    ``total``, when given, is the input's size, for a first guess at the threshold."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    start = 0
+    seen_bytes = 0  # of the blocks taken
+
+    def taken(f: Future) -> None:  # type: ignore[type-arg]
+        nonlocal seen_bytes
+        part, n, left, nbytes = f.result()
+        sample.take(part, n, left)
+        seen_bytes += nbytes
+        if total is not None and sample.threshold is None and seen_bytes >= GUESS_AFTER:
+            sample.guess(int(total * sample.seen / seen_bytes))
+
+    def scan(data: np.ndarray, mask: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
+        ends = np.flatnonzero(mask)
+        ends += 1
+        part, left = sample.candidates(data, ends, first, seed, max_record)
+        return part, n, left, len(data)
+
+    with ThreadPoolExecutor(max(1, jobs)) as ex:
+        pending: list[Future] = []  # type: ignore[type-arg]
+        try:
+            for data, mask, n in reader:
+                pending.append(ex.submit(scan, data, mask, n, start))
+                start += n
+                del data, mask
+                while len(pending) > 2 * jobs or (pending and pending[0].done()):
+                    taken(pending.pop(0))
+            while pending:
+                taken(pending.pop(0))
+        finally:
+            for f in pending:
+                f.cancel()
+    sample.finish()
+
+
+def _scan_ranges(
+    paths: list[str],
+    sep: bytes,
+    header: int,
+    sample: _Sample,
+    seed: int,
+    max_record: int,
+    jobs: int,
+    total: int,
+    guess: bool,
+    progress: Progress | None,
+) -> list[bytes]:
+    """Offer every record of plain files to ``sample``, the files cut into byte ranges of
+    about :data:`SAMPLE_BLOCK` that ``jobs`` threads read (``pread``) and scan themselves;
+    only the record counts pass through here, in order, to give each range its first index.
+    Returns the header lines."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    head, first = _read_header(paths[0], sep, header, max_record)
+    plan = _RangePlan(paths, sep, SAMPLE_BLOCK, max_record, head, first, total, 0)
+    sep_byte = sep[0]
+
+    def read(r: _Range) -> tuple[np.ndarray, np.ndarray]:
+        data = np.empty(r.length + r.add_sep, dtype=np.uint8)
+        try:
+            fd = os.open(r.path, os.O_RDONLY)
+            try:
+                got = _pread_into(fd, data[: r.length], r.offset)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise os_error(e, r.path, "cannot read") from None
+        if got != r.length:
+            raise KxError(f"{display_name(r.path)!r} changed while it was being read")
+        if r.add_sep:
+            data[-1] = sep_byte
+        ends = np.flatnonzero(data == sep_byte)
+        ends += 1
+        return data, ends
+
+    def scan(data: np.ndarray, ends: np.ndarray, start: int):  # type: ignore[no-untyped-def]
+        return sample.candidates(data, ends, start, seed, max_record)
+
+    start = seen_bytes = 0
+    ranges = plan.ranges()
+    reading: deque[Future] = deque()  # type: ignore[type-arg]
+    scanning: deque[tuple[Future, int]] = deque()  # type: ignore[type-arg]
+    more = True
+    with ThreadPoolExecutor(max(1, jobs)) as ex:
+        try:
+            while True:
+                while more and len(reading) + len(scanning) < 3 * max(1, jobs):
+                    r = next(ranges, None)
+                    if r is None:
+                        more = False
+                    else:
+                        reading.append(ex.submit(read, r))
+                if reading and (not scanning or reading[0].done()):
+                    data, ends = reading.popleft().result()
+                    scanning.append((ex.submit(scan, data, ends, start), len(ends)))
+                    start += len(ends)
+                    seen_bytes += len(data)
+                    if progress is not None:
+                        progress("reading", seen_bytes, total)
+                    del data, ends
+                elif scanning:
+                    f, n = scanning.popleft()
+                    part, left = f.result()
+                    sample.take(part, n, left)
+                    if guess and sample.threshold is None and seen_bytes >= GUESS_AFTER:
+                        # records and bytes both as counted when read (sample.seen lags)
+                        sample.guess(int(total * start / seen_bytes))
+                elif not more:
+                    break
+        finally:
+            for f in reading:
+                f.cancel()
+            for f, _n in scanning:
+                f.cancel()
+    sample.finish()
+    return head
+
+
+def sample_files(
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (STDIO,),
+    output: str | os.PathLike[str] = STDIO,
+    count: int = 0,
+    *,
+    memory: int | str = "1G",
+    seed: int | None = None,
+    shards: Any = None,
+    header: int = 0,
+    zero_terminated: bool = False,
+    progress: Progress | None = None,
+    permutation: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+) -> Any:
+    """Write ``count`` records of ``inputs`` drawn uniformly without replacement, in random
+    order: exactly the first ``count`` records :func:`shuffle_files` writes with the same
+    ``seed`` (``header`` lines on top), in one pass over the input and memory bounded by the
+    sample. ``count`` larger than the input gives the whole shuffle. A sample that does not fit
+    in ``memory`` is a :class:`KxError`. ``shards`` (a count or :class:`Parts`) splits the
+    sample as it would the shuffle. ``permutation`` names a ``.npy`` file for the input index
+    of each line written (see :func:`write_permutation`), written with the data. ``jobs``
+    threads scan the blocks read (default :func:`default_jobs`; the output does not depend on
+    it). Returns a
+    :class:`ShuffleResult` whose ``records`` are those written.
+
+    >>> import os, tempfile
+    >>> from kxtool.shuffle import shuffle_files
+    >>> d = tempfile.mkdtemp()
+    >>> src = os.path.join(d, "in.txt")
+    >>> _ = open(src, "w").write("".join(f"line {i}\\n" for i in range(100)))
+    >>> r = sample_files(src, os.path.join(d, "s.txt"), 5, seed=3)
+    >>> _ = shuffle_files(src, os.path.join(d, "all.txt"), seed=3)
+    >>> sample = open(os.path.join(d, "s.txt")).read().splitlines()
+    >>> r.records, sample == open(os.path.join(d, "all.txt")).read().splitlines()[:5]
+    (5, True)
+    """
+    from . import _validate_output
+
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    paths = [os.fspath(p) for p in inputs] or [STDIO]
+    output = os.fspath(output)
+    if count < 0:
+        raise KxError("-n/--head-count must not be negative")
+    budget = parse_size(memory)
+    if budget < MIN_MEMORY:
+        raise KxError(f"--memory must be at least {format_size(MIN_MEMORY)}")
+    if header < 0:
+        raise KxError("--header must not be negative")
+    if paths.count(STDIO) > 1:
+        raise KxError("stdin ('-') can be read only once")
+    _validate_output(output, shards, paths)
+    for p in paths:
+        check_readable(p)
+    if seed is None:
+        seed = secrets.randbits(63)
+    sep = b"\0" if zero_terminated else b"\n"
+    if jobs is None:
+        jobs = default_jobs()
+    if jobs < 1:
+        raise KxError("--jobs must be at least 1")
+    with stdin_as_file() if STDIO in paths else contextlib.nullcontext() as stdin_path:
+        if stdin_path is not None:
+            paths = [stdin_path if p == STDIO else p for p in paths]
+        return _sample_paths(paths, output, count, budget, seed, shards, header, sep, progress,
+                             permutation, jobs)
+
+
+def _sample_paths(
+    paths: list[str],
+    output: str,
+    count: int,
+    budget: int,
+    seed: int,
+    shards: Any,
+    header: int,
+    sep: bytes,
+    progress: Progress | None,
+    permutation: str | os.PathLike[str] | None,
+    jobs: int,
+) -> Any:
+    from . import ShuffleResult, _small_pages, _tune_allocator
+
+    sizes = [input_size(p) for p in paths]
+    total = None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+    _tune_allocator()
+    with _small_pages():
+        # a plain file's size tells about how many records there are: a first guess at the
+        # threshold leaves out most non-candidates at once; should it prove too low (fewer than
+        # ``count`` records below it), the file is read again without it
+        plain = total is not None and all(compression_of(p) is None for p in paths)
+        ranged = plain and all(os.path.isfile(p) for p in paths)
+        guess = plain
+        while True:
+            sample = _Sample(count, int(SAMPLE_SHARE * budget))
+            try:
+                if ranged:
+                    assert total is not None
+                    head = _scan_ranges(paths, sep, header, sample, seed, budget // 4, jobs,
+                                        total, guess, progress)
+                else:
+                    reader = _Blocks(paths, sep, header, budget // 4, progress, total)
+                    _scan(reader, sample, seed, sep[0], budget // 4, jobs,
+                          total if guess else None)
+                    head = reader.header
+            except _TooBig:
+                # more lines than fit: if -n asks for all of them, that is the full shuffle,
+                # which does not need memory for them (files only: a stream is half read)
+                if not all(os.path.isfile(p) for p in paths):
+                    raise
+                del sample
+                if count < count_records(paths, header=header, zero_terminated=sep == b"\0"):
+                    raise
+                return _whole(paths, output, budget, seed, shards, header, sep, progress,
+                              permutation, jobs)
+            if sample.confirmed():
+                break
+            guess = False
+    kept = sample.count()
+    nbytes = sample.nbytes()
+    with AtomicOutputs(make_dirs=shards is not None) as outs:
+        writer = _Writer(outs, output, shards, kept, head, sep, progress, nbytes)
+        for data, lengths in sample.ordered():
+            writer.write(data, lengths)
+        written = writer.finish()
+        if permutation is not None:
+            perm = os.fspath(permutation)
+            _write_npy(outs, perm, kept, sample.indices(seed))
+            written.append(perm)
+    return ShuffleResult(seed, kept, nbytes, len(head), True, 0, 0, jobs, written)
+
+
+def _whole(
+    paths: list[str],
+    output: str,
+    budget: int,
+    seed: int,
+    shards: Any,
+    header: int,
+    sep: bytes,
+    progress: Progress | None,
+    permutation: str | os.PathLike[str] | None,
+    jobs: int,
+) -> Any:
+    """``-n`` at least the line count of files too big for the sample's memory: the full
+    shuffle (and its permutation)."""
+    from . import shuffle_files
+    from .permutation import write_permutation
+
+    result = shuffle_files(paths, output, memory=budget, seed=seed, shards=shards,
+                           header=header, zero_terminated=sep == b"\0", jobs=jobs,
+                           progress=progress)
+    if permutation is not None:
+        write_permutation(permutation, seed, result.records, memory=budget)
+        result.outputs.append(os.fspath(permutation))
+    return result
