@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import gather, starts_of
+from ..records import count_records as count_separators
+from ..records import gather, record_ends, starts_of
 from ..textio import (
     STDIO,
     AtomicOutputs,
@@ -305,7 +306,7 @@ class _Blocks:
             f"budget ({format_size(self.max_record)}); raise --memory"
         )
 
-    def _file(self, path: str) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    def _file(self, path: str) -> Iterator[tuple[np.ndarray, int]]:
         sep = self.sep
         carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
         seen = 0
@@ -330,10 +331,9 @@ class _Blocks:
                 if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
                     raise self._too_big(path, seen + 1)
                 data = buf[:cut]
-                mask = data == sep
-                count = int(np.count_nonzero(mask[kept:]))
+                count = count_separators(data, sep)  # (the carried part holds none)
                 carry = buf[cut:size].copy()
-                yield data, mask, count
+                yield data, count
                 seen += count
                 del buf, data
                 if len(carry) > self.max_record:
@@ -342,22 +342,22 @@ class _Blocks:
             last = np.empty(len(carry) + 1, dtype=np.uint8)
             last[:-1] = carry
             last[-1] = sep
-            yield last, last == sep, 1
+            yield last, 1
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        """Blocks of whole records: the bytes, where the separators are, how many."""
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Blocks of whole records: the bytes and how many records."""
         for i, path in enumerate(self.paths):
-            for data, mask, count in self._file(path):
+            for data, count in self._file(path):
                 take = min(self.header_wanted - len(self.header), count) if i == 0 else 0
                 if take > 0:
                     start = 0
-                    for end in (np.flatnonzero(mask)[:take] + 1).tolist():
+                    for end in record_ends(data, self.sep)[:take].tolist():
                         self.header.append(data[start : end - 1].tobytes())
                         start = end
                     if take == count:
                         continue
-                    data, mask, count = data[start:], mask[start:], count - take
-                yield data, mask, count
+                    data, count = data[start:], count - take
+                yield data, count
 
 
 def _scan(
@@ -385,19 +385,18 @@ def _scan(
         if total is not None and sample.threshold is None and seen_bytes >= GUESS_AFTER:
             sample.guess(int(total * sample.seen / seen_bytes))
 
-    def scan(data: np.ndarray, mask: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
-        ends = np.flatnonzero(mask)
-        ends += 1
+    def scan(data: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
+        ends = record_ends(data, sep)
         part, left = sample.candidates(data, ends, first, seed, max_record)
         return part, n, left, len(data)
 
     with ThreadPoolExecutor(max(1, jobs)) as ex:
         pending: list[Future] = []  # type: ignore[type-arg]
         try:
-            for data, mask, n in reader:
-                pending.append(ex.submit(scan, data, mask, n, start))
+            for data, n in reader:
+                pending.append(ex.submit(scan, data, n, start))
                 start += n
-                del data, mask
+                del data
                 while len(pending) > 2 * jobs or (pending and pending[0].done()):
                     taken(pending.pop(0))
             while pending:
@@ -445,9 +444,7 @@ def _scan_ranges(
             raise KxError(f"{display_name(r.path)!r} changed while it was being read")
         if r.add_sep:
             data[-1] = sep_byte
-        ends = np.flatnonzero(data == sep_byte)
-        ends += 1
-        return data, ends
+        return data, record_ends(data, sep_byte)
 
     def scan(data: np.ndarray, ends: np.ndarray, start: int):  # type: ignore[no-untyped-def]
         return sample.candidates(data, ends, start, seed, max_record)
