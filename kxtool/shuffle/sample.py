@@ -27,7 +27,6 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import count_records as count_separators
 from ..records import gather, record_ends, starts_of
 from ..textio import (
     STDIO,
@@ -37,7 +36,6 @@ from ..textio import (
     display_name,
     format_size,
     input_size,
-    open_filler,
     os_error,
     parse_size,
     stdin_as_file,
@@ -46,7 +44,7 @@ from .keys import _order, record_keys
 from .output import _Writer
 from .permutation import _write_npy, count_records, record_indices
 from .plan import MIN_MEMORY, default_jobs
-from .reading import _last_end, _Range, _RangePlan, _read_header
+from .reading import _Range, _RangePlan, _read_header, _Reader
 from .runs import _pread_into
 
 __all__ = ["sample_files"]
@@ -277,91 +275,8 @@ GUESS_AFTER = 4 << 20
 SAMPLE_BLOCK = 1 << 20
 
 
-class _Blocks:
-    """Every input read once, as blocks of whole records in buffers of their own and their
-    record counts; the first ``header`` records of the first input are taken out
-    (:attr:`header`)."""
-
-    def __init__(
-        self,
-        paths: Sequence[str],
-        sep: bytes,
-        header: int,
-        max_record: int,
-        progress: Progress | None,
-        total: int | None,
-    ) -> None:
-        self.paths = paths
-        self.sep = sep[0]
-        self.header_wanted = header
-        self.header: list[bytes] = []
-        self.max_record = max_record
-        self.progress = progress
-        self.total = total
-        self.bytes_read = 0
-
-    def _too_big(self, path: str, line: int) -> KxError:
-        return KxError(
-            f"line {line} of {display_name(path)!r} is longer than a quarter of the memory "
-            f"budget ({format_size(self.max_record)}); raise --memory"
-        )
-
-    def _file(self, path: str) -> Iterator[tuple[np.ndarray, int]]:
-        sep = self.sep
-        carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
-        seen = 0
-        with open_filler(path) as fill:
-            while True:
-                kept = len(carry)
-                buf = np.empty(kept + SAMPLE_BLOCK, dtype=np.uint8)
-                buf[:kept] = carry
-                got = fill(memoryview(buf)[kept:])
-                if got == 0:
-                    break
-                self.bytes_read += got
-                if self.progress is not None:
-                    self.progress("reading", self.bytes_read, self.total)
-                size = kept + got
-                cut = _last_end(buf, kept, size, sep)  # the carried part holds no separator
-                if cut == 0:
-                    carry = buf[:size]
-                    if size > self.max_record:
-                        raise self._too_big(path, seen + 1)
-                    continue
-                if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
-                    raise self._too_big(path, seen + 1)
-                data = buf[:cut]
-                count = count_separators(data, sep)  # (the carried part holds none)
-                carry = buf[cut:size].copy()
-                yield data, count
-                seen += count
-                del buf, data
-                if len(carry) > self.max_record:
-                    raise self._too_big(path, seen + 1)
-        if len(carry):
-            last = np.empty(len(carry) + 1, dtype=np.uint8)
-            last[:-1] = carry
-            last[-1] = sep
-            yield last, 1
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
-        """Blocks of whole records: the bytes and how many records."""
-        for i, path in enumerate(self.paths):
-            for data, count in self._file(path):
-                take = min(self.header_wanted - len(self.header), count) if i == 0 else 0
-                if take > 0:
-                    start = 0
-                    for end in record_ends(data, self.sep)[:take].tolist():
-                        self.header.append(data[start : end - 1].tobytes())
-                        start = end
-                    if take == count:
-                        continue
-                    data, count = data[start:], count - take
-                yield data, count
-
-
 def _scan(
-    reader: _Blocks,
+    reader: _Reader,
     sample: _Sample,
     seed: int,
     sep: int,
@@ -393,10 +308,11 @@ def _scan(
     with ThreadPoolExecutor(max(1, jobs)) as ex:
         pending: list[Future] = []  # type: ignore[type-arg]
         try:
-            for data, n in reader:
-                pending.append(ex.submit(scan, data, n, start))
+            for chunk in reader.chunks():
+                n = chunk.count
+                pending.append(ex.submit(scan, chunk.data, n, start))
                 start += n
-                del data
+                del chunk
                 while len(pending) > 2 * jobs or (pending and pending[0].done()):
                     taken(pending.pop(0))
             while pending:
@@ -590,7 +506,7 @@ def _sample_paths(
                     head = _scan_ranges(paths, sep, header, sample, seed, budget // 4, jobs,
                                         total, guess, progress)
                 else:
-                    reader = _Blocks(paths, sep, header, budget // 4, progress, total)
+                    reader = _Reader(paths, sep, header, SAMPLE_BLOCK, budget // 4, progress, total)
                     _scan(reader, sample, seed, sep[0], budget // 4, jobs,
                           total if guess else None)
                     head = reader.header
