@@ -181,6 +181,34 @@ def _validate_output(output: str, shards: int | None, inputs: Sequence[str]) -> 
     check_shard_pattern(output, shards)
 
 
+def _checked_call(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    memory: str | int,
+    header: int,
+    shards: int | None,
+) -> tuple[list[str], str, int]:
+    """What every entry point checks first: the inputs (URL globs expanded, ``file://`` URLs
+    made local paths, stdin at most once, each readable), the output, the budget and the
+    header count. Returns the input paths, the output and the budget in bytes."""
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    # URL globs expanded; file:// URLs are local paths (and keep the byte-range route)
+    paths = [local_path(p) for p in expand_inputs([os.fspath(p) for p in inputs])] or [STDIO]
+    output = local_path(os.fspath(output))
+    budget = parse_size(memory)
+    if budget < MIN_MEMORY:
+        raise KxError(f"--memory must be at least {format_size(MIN_MEMORY)}")
+    if header < 0:
+        raise KxError("--header must not be negative")
+    if paths.count(STDIO) > 1:
+        raise KxError("stdin ('-') can be read only once")
+    _validate_output(output, shards, paths)
+    for p in paths:
+        check_readable(p)
+    return paths, output, budget
+
+
 def check_shard_pattern(output: str, shards: int) -> None:
     """Check ``output`` as the name pattern of ``shards`` outputs (``out/part-{:05d}.txt``):
     a :class:`KxError` when it is not one. Missing directories are fine (they are made)."""
@@ -245,21 +273,7 @@ def shuffle_files(
     >>> open(out).read() == open(os.path.join(d, "again.txt")).read()
     True
     """
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    # URL globs expanded; file:// URLs are local paths (and keep the byte-range route)
-    paths = [local_path(p) for p in expand_inputs([os.fspath(p) for p in inputs])] or [STDIO]
-    output = local_path(os.fspath(output))
-    budget = parse_size(memory)
-    if budget < MIN_MEMORY:
-        raise KxError(f"--memory must be at least {format_size(MIN_MEMORY)}")
-    if header < 0:
-        raise KxError("--header must not be negative")
-    if paths.count(STDIO) > 1:
-        raise KxError("stdin ('-') can be read only once")
-    _validate_output(output, shards, paths)
-    for p in paths:
-        check_readable(p)
+    paths, output, budget = _checked_call(inputs, output, memory, header, shards)
     if tmp_dir is not None and is_remote(os.fspath(tmp_dir)):
         raise KxError(
             f"--tmp-dir {os.fspath(tmp_dir)!r} must be a local directory (or a mounted shared "

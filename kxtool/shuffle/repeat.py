@@ -25,18 +25,16 @@ from ..records import gather, record_ends, starts_of
 from ..textio import (
     STDIO,
     AtomicOutputs,
-    check_readable,
     format_size,
     open_filler,
     os_error,
-    parse_size,
     stdin_as_file,
     temp_dir,
 )
 from .keys import record_keys
 from .output import _Writer
 from .permutation import count_records
-from .plan import MAX_BLOCK, MIN_MEMORY
+from .plan import MAX_BLOCK
 from .reading import _Reader
 
 __all__ = ["draw_indices", "repeat_files"]
@@ -117,22 +115,11 @@ def repeat_files(
     >>> r.records, set(open(os.path.join(d, "out.txt")).read().split()) <= {"a", "b"}
     (6, True)
     """
-    from . import ShuffleResult, _validate_output
+    from . import ShuffleResult, _checked_call
 
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    paths = [os.fspath(p) for p in inputs] or [STDIO]
-    output = os.fspath(output)
     if count < 0:
         raise KxError("-n/--head-count must not be negative")
-    budget = parse_size(memory)
-    if budget < MIN_MEMORY:
-        raise KxError(f"--memory must be at least {format_size(MIN_MEMORY)}")
-    if paths.count(STDIO) > 1:
-        raise KxError("stdin ('-') can be read only once")
-    _validate_output(output, shards, paths)
-    for p in paths:
-        check_readable(p)
+    paths, output, budget = _checked_call(inputs, output, memory, header, shards)
     if seed is None:
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"

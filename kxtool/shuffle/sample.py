@@ -31,19 +31,17 @@ from ..records import gather, record_ends, starts_of
 from ..textio import (
     STDIO,
     AtomicOutputs,
-    check_readable,
     compression_of,
     display_name,
     format_size,
     input_size,
     os_error,
-    parse_size,
     stdin_as_file,
 )
 from .keys import _order, record_keys
 from .output import _Writer
 from .permutation import _write_npy, count_records, record_indices
-from .plan import MIN_MEMORY, default_jobs
+from .plan import default_jobs
 from .reading import _Range, _RangePlan, _read_header, _Reader
 from .runs import _pread_into
 
@@ -441,24 +439,11 @@ def sample_files(
     >>> r.records, sample == open(os.path.join(d, "all.txt")).read().splitlines()[:5]
     (5, True)
     """
-    from . import _validate_output
+    from . import _checked_call
 
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    paths = [os.fspath(p) for p in inputs] or [STDIO]
-    output = os.fspath(output)
     if count < 0:
         raise KxError("-n/--head-count must not be negative")
-    budget = parse_size(memory)
-    if budget < MIN_MEMORY:
-        raise KxError(f"--memory must be at least {format_size(MIN_MEMORY)}")
-    if header < 0:
-        raise KxError("--header must not be negative")
-    if paths.count(STDIO) > 1:
-        raise KxError("stdin ('-') can be read only once")
-    _validate_output(output, shards, paths)
-    for p in paths:
-        check_readable(p)
+    paths, output, budget = _checked_call(inputs, output, memory, header, shards)
     if seed is None:
         seed = secrets.randbits(63)
     sep = b"\0" if zero_terminated else b"\n"
