@@ -29,10 +29,20 @@ static Py_ssize_t scan(const unsigned char *p, Py_ssize_t n, int sep, int64_t *o
 #if defined(__SSE2__)
     const __m128i s = _mm_set1_epi8((char)sep);
     if (!out) {
-        for (; i + 16 <= n; i += 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-            k += __builtin_popcount((unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, s)));
+        /* each byte lane counts its matches (a match is -1: subtracting it adds one) for at
+         * most 255 blocks, then the lanes are summed into two 64-bit counters */
+        const __m128i zero = _mm_setzero_si128();
+        __m128i total = zero;
+        while (i + 16 <= n) {
+            __m128i lanes = zero;
+            for (int b = 0; b < 255 && i + 16 <= n; b++, i += 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+                lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v, s));
+            }
+            total = _mm_add_epi64(total, _mm_sad_epu8(lanes, zero));
         }
+        k = (Py_ssize_t)(_mm_cvtsi128_si64(total) +
+                         _mm_cvtsi128_si64(_mm_unpackhi_epi64(total, total)));
     } else {
         for (; i + 16 <= n; i += 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
