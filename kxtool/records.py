@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["record_ends", "count_records", "starts_of", "gather", "aligned_empty"]
+__all__ = ["record_ends", "count_separators", "starts_of", "gather", "aligned_empty"]
 
 #: Bytes a sub-batch of the fixed-width copy aims at (its temporary stays in cache).
 _BATCH_BYTES = 1 << 20
@@ -55,7 +55,7 @@ def record_ends(data: np.ndarray, sep: int) -> np.ndarray:
     return np.flatnonzero(data == sep) + 1
 
 
-def count_records(data: np.ndarray, sep: int) -> int:
+def count_separators(data: np.ndarray, sep: int) -> int:
     """The number of ``sep`` bytes in ``data`` (a uint8 array): its whole records."""
     if _native_ok(data):
         return int(_native.count_ends(data, sep))

@@ -166,11 +166,11 @@ def test_the_kernel_refuses_what_would_read_or_write_out_of_bounds():
 
 
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 100, 4099])
-def test_count_records_counts_every_separator(n, backend):
-    from kxtool.records import count_records
+def test_count_separators_counts_every_one(n, backend):
+    from kxtool.records import count_separators
 
     rng = np.random.default_rng(n)
     data = rng.integers(0, 4, n, dtype=np.uint8)
-    assert count_records(data, 0) == int((data == 0).sum())
+    assert count_separators(data, 0) == int((data == 0).sum())
     assert len(record_ends(data, 0)) == int((data == 0).sum())
-    assert count_records(data[1:], 3) == int((data[1:] == 3).sum())  # unaligned start
+    assert count_separators(data[1:], 3) == int((data[1:] == 3).sum())  # unaligned start

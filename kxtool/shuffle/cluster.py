@@ -363,7 +363,7 @@ def shuffle_on_cluster(
             outs = stack.enter_context(AtomicOutputs(make_dirs=shards is not None))
             writer = _Writer(outs, output, shards, total, head, sep, progress, total_bytes)
             t2 = time.perf_counter()
-            groups = _pile_groups(merged, pile_sizes, threads, unit, _task_bytes)
+            groups = _pass2_items(merged, pile_sizes, threads, unit, _task_bytes)
             st["pass2_tasks"] = len(groups)
             st["group_bytes"] = [int(g["sizes"].sum()) for g in groups]
             st["group_records"] = [int(g["counts"].sum()) for g in groups]
@@ -396,7 +396,7 @@ def shuffle_on_cluster(
         )
 
 
-def _pile_groups(
+def _pass2_items(
     merged: _Runs, pile_sizes: np.ndarray, threads: int, unit: int, task_bytes: int | None
 ) -> list[dict]:
     """Pass-2 items: consecutive piles of about ``task_bytes`` together, each with its slice

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import count_records, gather, record_ends, starts_of
+from ..records import count_separators, gather, record_ends, starts_of
 from ..textio import (
     STDIO,
     AtomicOutputs,
@@ -78,7 +78,7 @@ class _Writer:
     def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
         """Write ``data``: whole records, each with its separator (``lengths``, when given,
         are their lengths; they are found when a shard boundary falls inside)."""
-        count = len(lengths) if lengths is not None else count_records(data, self.sep[0])
+        count = len(lengths) if lengths is not None else count_separators(data, self.sep[0])
         i = pos = 0
         while i < count:
             if self.done >= self.bounds[-1]:  # past the last named part: left out (--split)

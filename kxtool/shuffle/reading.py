@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import count_records, record_ends
+from ..records import count_separators, record_ends
 from ..textio import (
     STDIO,
     compression_of,
@@ -110,7 +110,7 @@ class _Reader:
                 if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
                     raise self._too_big(path, seen + 1)
                 data = buf[:cut]
-                count = count_records(data, sep)
+                count = count_separators(data, sep)
                 yield _Chunk(data, count)
                 seen += count
                 carry = buf[cut:size].copy()
