@@ -141,7 +141,7 @@ def cases_for(args, src: str, directory: str) -> tuple[list[tuple[str, str]], st
     """The commands of a mode, the peer the headline compares with, and the kxtool case."""
     out = os.path.join(directory, "out.txt")
     tmp = os.path.join(directory, "floor.tmp")
-    kx = shutil.which("kxtool") or f"{sys.executable} -m kxtool"
+    kx = kx_command(args)
     mem = args.memory
     if args.mode == "parts":
         gz, zst = make_parts(src, directory, args.parts)
@@ -203,6 +203,10 @@ def cases_for(args, src: str, directory: str) -> tuple[list[tuple[str, str]], st
     return cases, "GNU shuf", f"kxtool shuffle --memory {mem}"
 
 
+def kx_command(args) -> str:
+    return args.kxtool or shutil.which("kxtool") or f"{sys.executable} -m kxtool"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default=None, help="input size (default 2G; small mode: 300M)")
@@ -215,6 +219,12 @@ def main() -> None:
     ap.add_argument("--dir", default=os.path.join(ROOT, "benchmarks", "data"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--update", action="store_true")
+    ap.add_argument(
+        "--kxtool", default=None,
+        help="the kxtool command to time (default: kxtool on PATH); e.g. a regular `pip install .`"
+        " in a virtual environment of its own, which is byte-compiled as users have it (an"
+        " editable install compiles nothing where PYTHONDONTWRITEBYTECODE is set)",
+    )
     args = ap.parse_args()
 
     size = decimal_size(args.size or ("300M" if args.mode == "small" else "2G"))
@@ -278,7 +288,8 @@ def main() -> None:
         [
             f"Input: {what}; {nbytes / 1e9:.2f} GB, {count_lines(src):,} lines of 20-200 random"
             f" printable bytes. Machine: {os.cpu_count()} cores, {platform.machine()}, Python"
-            f" {platform.python_version()}. {args.repeat} interleaved rounds; load average"
+            f" {platform.python_version()}; kxtool is `{kx_command(args)}`."
+            f" {args.repeat} interleaved rounds; load average"
             f" {load_before[0]:.2f} before, {load_after[0]:.2f} after.",
             "",
             "| command | median wall s | every round, s | CPU s (median) | MB/s (median) |"

@@ -8,7 +8,9 @@
  * gives the same bytes.
  *
  * count_ends(data, sep) -> int               records (separators) in data
- * find_ends(data, sep, out) -> int           offsets one past each separator into out (int64)
+ * find_ends(data, sep, out[, start])          offsets one past each separator from start on into
+ *   -> (found, resume)                          out (int64) until it is full; resume is where
+ *                                               to go on (len(data) when done)
  * gather(data, starts, lengths, order, out)  out = data[starts[i]:starts[i]+lengths[i]] for i
  *                                            in order (int64; None: every i in turn)
  */
@@ -20,12 +22,14 @@
 #include <emmintrin.h>
 #endif
 
-/* Separators in p[0:n]: counted (out == NULL) or their offsets + 1 written to out (at most
- * cap of them). 16 bytes compared at a time where SSE2 is there (every x86-64), one by one
- * otherwise; the answer is the same. */
-static Py_ssize_t scan(const unsigned char *p, Py_ssize_t n, int sep, int64_t *out,
-                       Py_ssize_t cap) {
-    Py_ssize_t i = 0, k = 0;
+/* Separators in p[i0:n]: counted (out == NULL) or their offsets + 1 written to out (at most
+ * cap of them; *resume is then where a further call should go on: n when the scan is done,
+ * otherwise one past the last separator written). 16 bytes compared at a time where SSE2 is
+ * there (every x86-64), one by one otherwise; the answer is the same. */
+static Py_ssize_t scan(const unsigned char *p, Py_ssize_t i0, Py_ssize_t n, int sep,
+                       int64_t *out, Py_ssize_t cap, Py_ssize_t *resume) {
+    Py_ssize_t i = i0, k = 0;
+    if (resume) *resume = n;
 #if defined(__SSE2__)
     const __m128i s = _mm_set1_epi8((char)sep);
     if (!out) {
@@ -48,7 +52,7 @@ static Py_ssize_t scan(const unsigned char *p, Py_ssize_t n, int sep, int64_t *o
             __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
             unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, s));
             while (m) {
-                if (k >= cap) return k;
+                if (k >= cap) goto full;
                 out[k++] = (int64_t)(i + __builtin_ctz(m)) + 1;
                 m &= m - 1;
             }
@@ -58,12 +62,15 @@ static Py_ssize_t scan(const unsigned char *p, Py_ssize_t n, int sep, int64_t *o
     for (; i < n; i++) {
         if (p[i] == (unsigned char)sep) {
             if (out) {
-                if (k >= cap) return k;
+                if (k >= cap) goto full;
                 out[k] = (int64_t)i + 1;
             }
             k++;
         }
     }
+    return k;
+full:
+    if (resume) *resume = k ? (Py_ssize_t)out[k - 1] : i0;
     return k;
 }
 
@@ -87,7 +94,7 @@ static PyObject *count_ends(PyObject *self, PyObject *args) {
     if (get_buffer(data_obj, &data, 0, 0, "data") < 0) return NULL;
     Py_ssize_t n;
     Py_BEGIN_ALLOW_THREADS
-    n = scan(data.buf, data.len, sep, NULL, 0);
+    n = scan(data.buf, 0, data.len, sep, NULL, 0, NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
     return PyLong_FromSsize_t(n);
@@ -96,20 +103,27 @@ static PyObject *count_ends(PyObject *self, PyObject *args) {
 static PyObject *find_ends(PyObject *self, PyObject *args) {
     PyObject *data_obj, *out_obj;
     int sep;
-    if (!PyArg_ParseTuple(args, "OiO", &data_obj, &sep, &out_obj)) return NULL;
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "OiO|n", &data_obj, &sep, &out_obj, &start)) return NULL;
     Py_buffer data, out;
     if (get_buffer(data_obj, &data, 0, 0, "data") < 0) return NULL;
     if (get_buffer(out_obj, &out, 1, 8, "out") < 0) {
         PyBuffer_Release(&data);
         return NULL;
     }
-    Py_ssize_t n;
+    if (start < 0 || start > data.len) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "start lies outside data");
+        return NULL;
+    }
+    Py_ssize_t n, resume;
     Py_BEGIN_ALLOW_THREADS
-    n = scan(data.buf, data.len, sep, out.buf, out.len / 8);
+    n = scan(data.buf, start, data.len, sep, out.buf, out.len / 8, &resume);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
     PyBuffer_Release(&out);
-    return PyLong_FromSsize_t(n);
+    return Py_BuildValue("nn", n, resume);
 }
 
 static PyObject *gather(PyObject *self, PyObject *args) {

@@ -174,3 +174,23 @@ def test_count_separators_counts_every_one(n, backend):
     assert count_separators(data, 0) == int((data == 0).sum())
     assert len(record_ends(data, 0)) == int((data == 0).sum())
     assert count_separators(data[1:], 3) == int((data[1:] == 3).sum())  # unaligned start
+
+
+@pytest.mark.parametrize(
+    "density", [0.0, 0.001, 1 / 40, 1 / 8, 0.5, 1.0], ids=lambda d: f"sep-share-{d:g}"
+)
+def test_record_ends_finds_every_separator_however_dense(density):
+    # the kernel's one scan starts with room for a record every 32 bytes and grows it as it
+    # goes: sparse, denser than that guess, and all-separator buffers give the same offsets
+    rng = np.random.default_rng(int(density * 1000) + 1)
+    for size in (0, 1, 15, 16, 17, 31, 33, 1000, 100_003):
+        data = np.where(rng.random(size) < density, 10, 97).astype(np.uint8)
+        want = np.flatnonzero(data == 10) + 1
+        assert np.array_equal(record_ends(data, 10), want)
+        assert rec.count_separators(data, 10) == len(want)
+
+
+def test_record_ends_of_a_view_counts_only_the_view():
+    data = np.frombuffer(b"a\nb\nc\nd\n" * 100, dtype=np.uint8)
+    part = data[3:401]
+    assert np.array_equal(record_ends(part, 10), np.flatnonzero(part == 10) + 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import typer
@@ -190,6 +192,10 @@ def shuffle(
     ),
     memory_short: str = typer.Option(None, "-m", hidden=True),
 ) -> None:
+    if "numpy" not in sys.modules:
+        # the shuffle calls no BLAS: its idle threads would only spin for a tenth of a second
+        # after numpy loads, on the cores the shuffle's own threads need (OpenBLAS)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from ..shuffle import shuffle_files
 
     deprecated_flag(memory_short is not None, "-m", "--memory (-S)", "--metric")

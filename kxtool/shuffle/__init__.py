@@ -35,14 +35,14 @@ Memory
 
 Modules
     :mod:`.keys` the permutation, :mod:`.reading` inputs into buffers, :mod:`.runs` piles and
-    run files, :mod:`.output` ordering piles and writing them, :mod:`.workers` the process
-    pool, :mod:`.plan` sizes and checks; this module decides the route and runs it.
+    run files, :mod:`.memory` grouping an input that fits while it is read, :mod:`.output`
+    ordering piles and writing them, :mod:`.workers` the process pool, :mod:`.plan` sizes and
+    checks; this module decides the route and runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -67,11 +67,12 @@ from ..textio import (
 )
 from . import plan
 from .keys import record_keys, shuffle_lines
-from .output import _drain_to_output, _group_in_memory, _Writer
+from .memory import _Grouper, _memory_layout
+from .output import _drain_to_output, _Writer
 from .plan import (
     IN_MEMORY_SHARE,
     MIN_MEMORY,
-    PILE_SHARE,
+    SURE_FIT,
     UNIT_PEAK,
     _check_space,
     _pile_bits_for,
@@ -371,33 +372,48 @@ def _shuffle_paths(
                 runs, pool, outs, output, shards, head, sep, progress, budget, seed
             )
 
-        # read until the input ends or clearly will not fit in memory
+        # read until the input ends or clearly will not fit in memory; a file that will fit
+        # by the records read so far is grouped (by threads) while the rest is read
         chunks = reader.chunks()
         held: list[_Chunk] = []
         held_memory = held_bytes = 0
         fits = True
+        grouper: _Grouper | None = None
+        tmp_ctx.callback(lambda: grouper is not None and grouper.close())
         for chunk in chunks:
-            held.append(chunk)
             held_memory += chunk.memory()
             held_bytes += chunk.nbytes
+            estimate = None if known_total is None else known_total * held_memory / held_bytes
             if held_memory > in_memory_limit or (
-                known_total is not None
-                and known_total * held_memory / held_bytes > 1.25 * in_memory_limit
+                estimate is not None and estimate > 1.25 * in_memory_limit
             ):
+                held.append(chunk)
                 fits = False
                 break
+            if grouper is None and estimate is not None and estimate <= SURE_FIT * in_memory_limit:
+                grouper = _grouper(known_total, sep, seed, unit, jobs)  # type: ignore[arg-type]
+                for earlier in held:
+                    grouper.add(earlier)
+                held = []
+            if grouper is not None:
+                grouper.add(chunk)
+            else:
+                held.append(chunk)
+            del chunk
 
         if fits:
             # one pass in memory: the batches are grouped into cache-sized piles as they are
             # keyed, then each pile is ordered and written
-            bits = 0
-            if held_bytes > unit * PILE_SHARE:
-                bits = min(16, math.ceil(math.log2(held_bytes / (unit * PILE_SHARE))))
-            runs = _Runs(None, sep, 0, bits, "memory")
-            held.reverse()
-            threads = min(jobs, 1 + held_bytes // plan.THREAD_MIN)
-            start = _group_in_memory(runs, held, seed, threads)
-            writer = _Writer(outs, output, shards, start, reader.header, sep, progress, held_bytes)
+            if grouper is None:
+                grouper = _grouper(held_bytes, sep, seed, unit, jobs)
+                held.reverse()
+                while held:
+                    grouper.add(held.pop())
+            threads = grouper.threads
+            runs = grouper.finish()
+            writer = _Writer(
+                outs, output, shards, grouper.records, reader.header, sep, progress, held_bytes
+            )
             _drain_to_output(runs, budget, writer, threads)
             runs.remove()
             return ShuffleResult(
@@ -417,7 +433,7 @@ def _shuffle_paths(
         directory = tmp_ctx.enter_context(temp_dir(tmp_base))
         per_byte = held_memory / max(1, held_bytes)
         if known_total is not None:
-            records_est = int(known_total * sum(c.count for c in held) / max(1, held_bytes))
+            records_est = int(known_total * reader.records / max(1, held_bytes))
             _check_space(directory, known_total + 8 * records_est, "the temporary files")
         if _pile_bits is not None:
             bits = _pile_bits
@@ -425,14 +441,23 @@ def _shuffle_paths(
             bits = _pile_bits_for(planning_total, per_byte, unit, budget, jobs)
         space = None if known_total is not None else directory
         stream = _chain(held, chunks)
+        first = 0
+        runs = _Runs(directory, sep, 0, bits, "run")
+        tmp_ctx.callback(runs.remove)
+        if grouper is not None:
+            # expected to fit, but did not: the runs grouped in memory go to disk first
+            first = grouper.records
+            grouper.to_disk(runs)
         if jobs > 1:
+            reader.keep_ends = False  # the workers find the ends of what they are sent
             pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
             tmp_ctx.callback(pool.stop)
-            runs = pool.pass1(stream, space)
+            spilled = runs
+            runs = pool.pass1(stream, space, first)
+            if spilled.runs:
+                runs.adopt(spilled)
         else:
-            runs = _Runs(directory, sep, 0, bits, "run")
-            tmp_ctx.callback(runs.remove)
-            _pass1(runs, stream, seed, unit, space)
+            _pass1(runs, stream, seed, unit, space, first)
         del held, stream
         return _finish_on_disk(
             runs,
@@ -446,6 +471,12 @@ def _shuffle_paths(
             budget,
             seed,
         )
+
+
+def _grouper(total: int, sep: bytes, seed: int, unit: int, jobs: int) -> _Grouper:
+    """What groups an input of ``total`` bytes in memory (runs, piles and threads)."""
+    bits, threads = _memory_layout(total, unit, jobs)
+    return _Grouper(_Runs(None, sep, 0, bits, "memory"), seed, threads)
 
 
 def _by_parts(paths: list[str], jobs: int, planning_total: int | None, in_memory: int) -> bool:
@@ -507,13 +538,15 @@ def _chain(held: list[_Chunk], rest: Iterator[_Chunk]) -> Iterator[_Chunk]:
     yield from rest
 
 
-def _pass1(runs: _Runs, chunks: Iterator[_Chunk], seed: int, unit: int, space: str | None) -> None:
-    """Pass 1 in this process: key the chunks' records and spill them."""
+def _pass1(
+    runs: _Runs, chunks: Iterator[_Chunk], seed: int, unit: int, space: str | None, start: int
+) -> None:
+    """Pass 1 in this process: key the chunks' records (the first has index ``start``) and
+    spill them."""
     spiller = _Spiller(runs, unit)
-    start = 0
     for chunk in chunks:
         if space is not None:
             _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")
-        spiller.add(chunk.data, record_keys(seed, start, chunk.count))
+        spiller.add(chunk.data, record_keys(seed, start, chunk.count), chunk.ends)
         start += chunk.count
     spiller.flush()

@@ -20,9 +20,8 @@ from ..textio import (
     compression_for_name,
 )
 from . import plan
-from .keys import _order, record_keys
+from .keys import _order
 from .plan import CACHE_BUCKET, _pile_groups, _resplit_bits, _work_memory
-from .reading import _Chunk
 from .runs import _Runs, _Spiller
 
 
@@ -149,10 +148,15 @@ class _Sink:
 
 
 def _emit_ordered(
-    data: np.ndarray, keys: np.ndarray, shift: int, sep: int, sink: _Sink | _Writer
+    data: np.ndarray,
+    keys: np.ndarray,
+    shift: int,
+    sep: int,
+    sink: _Sink | _Writer,
+    lengths: np.ndarray | None = None,
 ) -> None:
-    """Write the records of ``data`` in increasing key order, where every key shares its top
-    ``shift`` bits.
+    """Write the records of ``data`` (of ``lengths``, when known; otherwise found from the
+    separators) in increasing key order, where every key shares its top ``shift`` bits.
 
     A large set is first split into cache-sized buckets by the next key bits (a counting sort,
     which keeps memory access sequential); each bucket is then ordered and written.
@@ -160,12 +164,18 @@ def _emit_ordered(
     n = len(keys)
     if n == 0:
         return
-    ends = record_ends(data, sep)
-    if len(ends) != n or ends[-1] != len(data):
-        raise KxError("a temporary file was truncated or changed during the run")
-    starts = starts_of(ends)
-    lengths = ends - starts
-    del ends
+    if lengths is None:
+        ends = record_ends(data, sep)
+        if len(ends) != n or ends[-1] != len(data):
+            raise KxError("a temporary file was truncated or changed during the run")
+        starts = starts_of(ends)
+        lengths = ends - starts
+        del ends
+    else:
+        starts = np.cumsum(lengths)
+        if len(lengths) != n or starts[-1] != len(data):
+            raise KxError("internal error: records and their lengths disagree")
+        starts -= lengths
     bits = 0
     if len(data) > CACHE_BUCKET and shift < 48:
         bits = min(12, max(1, math.ceil(math.log2(len(data) / CACHE_BUCKET))))
@@ -182,13 +192,18 @@ def _emit_ordered(
     sizes = np.bincount(bucket, weights=lengths, minlength=1 << bits).astype(np.int64)
     del bucket
     grouped = gather(data, starts, lengths, order)
-    del starts, lengths
+    del starts
+    glengths = lengths[order]
+    del lengths
     gkeys = keys[order]
     del order
     a = at = 0
     for c, size in zip(counts.tolist(), sizes.tolist(), strict=True):
         if c:
-            _emit_ordered(grouped[at : at + size], gkeys[a : a + c], shift + bits, sep, sink)
+            _emit_ordered(
+                grouped[at : at + size], gkeys[a : a + c], shift + bits, sep, sink,
+                glengths[a : a + c],
+            )
             a += c
             at += size
 
@@ -243,34 +258,6 @@ def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1
     writer.advance_done(total)
 
 
-def _group_in_memory(runs: _Runs, held: list[_Chunk], seed: int, threads: int) -> int:
-    """Key and group the chunks of ``held`` (last first) into runs in memory, letting go of each
-    chunk once grouped; with several threads, a few chunks at a time. Returns the records."""
-    start = 0
-    if threads <= 1:
-        while held:
-            chunk = held.pop()
-            runs.spill(chunk.data, record_keys(seed, start, chunk.count))
-            start += chunk.count
-            del chunk
-        return start
-    from concurrent.futures import ThreadPoolExecutor
-
-    def group(data: np.ndarray, first: int, count: int):  # type: ignore[no-untyped-def]
-        return runs.group(data, record_keys(seed, first, count))
-
-    pending = []
-    with ThreadPoolExecutor(threads) as ex:
-        while held or pending:
-            while held and len(pending) < threads:
-                chunk = held.pop()
-                pending.append(ex.submit(group, chunk.data, start, chunk.count))
-                start += chunk.count
-                del chunk
-            runs.store(pending.pop(0).result())  # in order, though the order does not matter
-    return start
-
-
 class _Collect(_Sink):
     """Keeps what is written, to be written in order later."""
 
@@ -299,13 +286,15 @@ def _drain_threaded(runs: _Runs, budget: int, writer: _Writer, threads: int) -> 
         out = PositionalWriter(path, writer.output, direct=total >= plan.DIRECT_MIN)
         offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
 
-    def order(p: int, data: np.ndarray, keys: np.ndarray) -> _Collect | int:
+    def order(p: int, segments: list, nbytes: int) -> _Collect | int:
+        # the pile's segments are joined here, in the thread (runs in memory allow it)
+        data, keys, lengths = runs.read(segments, nbytes)
         if out is not None:
             sink = _OffsetSink(out, offsets[p])
-            _emit_ordered(data, keys, shift, sep, sink)
+            _emit_ordered(data, keys, shift, sep, sink, lengths)
             return sink.offset - offsets[p]
         collect = _Collect()
-        _emit_ordered(data, keys, shift, sep, collect)
+        _emit_ordered(data, keys, shift, sep, collect, lengths)
         return collect
 
     def finish(result: _Collect | int) -> None:
@@ -329,8 +318,7 @@ def _drain_threaded(runs: _Runs, budget: int, writer: _Writer, threads: int) -> 
                     if out is not None:
                         writer.advance(nbytes)
                     continue
-                for data, keys in runs.pile_parts(p, nbytes):
-                    pending.append(ex.submit(order, p, data, keys))
+                pending.append(ex.submit(order, p, runs.segments(p), nbytes))
                 while len(pending) > 2 * threads:
                     finish(pending.pop(0).result())
             for f in pending:
@@ -347,15 +335,15 @@ def _drain_pile(
 ) -> None:
     shift = runs.shift + runs.bits
     if _work_memory(nbytes, n) <= 0.6 * budget or shift >= 56:
-        for data, keys in runs.pile_parts(p, nbytes):  # one part: the whole pile
-            _emit_ordered(data, keys, shift, runs.sep[0], sink)
+        for data, keys, lengths in runs.pile_parts(p, nbytes):  # one part: the whole pile
+            _emit_ordered(data, keys, shift, runs.sep[0], sink, lengths)
         return
     # too big for memory: scatter this pile again by the next key bits
     bits = _resplit_bits(nbytes, n, budget)
     sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
     try:
         spiller = _Spiller(sub, budget // 2)
-        for data, keys in runs.pile_parts(p, max(1, budget // 8)):
+        for data, keys, _lengths in runs.pile_parts(p, max(1, budget // 8)):
             spiller.add(data, keys)
         spiller.flush()
         _drain(sub, budget, sink)

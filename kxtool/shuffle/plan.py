@@ -34,6 +34,10 @@ PILE_SHARE = 0.5
 THREAD_MIN = 32 << 20
 #: Share of the budget the records may take when the whole input is ordered in memory.
 IN_MEMORY_SHARE = 0.8
+#: A file whose records read so far, scaled to its size, take at most this share of the
+#: in-memory limit is grouped while it is read (it is moved to disk should it not fit after
+#: all); otherwise its chunks wait until the input ends or clearly will not fit.
+SURE_FIT = 0.8
 #: Peak memory of a process working on one work unit, in units: the batch, its grouped copy,
 #: the key, order and offset arrays and numpy's temporaries (measured as proportional set
 #: size: 2.3 on random 20-200-byte lines).

@@ -31,13 +31,15 @@ class _Chunk:
 
     data: np.ndarray  # uint8
     count: int  # records
+    ends: np.ndarray | None = None  # where each record ends (int64), when found already
 
     @property
     def nbytes(self) -> int:
         return len(self.data)
 
     def memory(self) -> int:
-        """Memory the records take while they wait (their bytes and their keys)."""
+        """Memory the records take while they wait (their bytes and their ends, later their
+        keys and lengths)."""
         return self.nbytes + RECORD_REST * self.count
 
 
@@ -78,6 +80,9 @@ class _Reader:
         self.total = total
         self.bytes_read = 0
         self.records = 0
+        #: whether chunks carry their records' ends (found in the one scan that counts them;
+        #: those who group the chunk here need them, workers that are sent it do not)
+        self.keep_ends = True
 
     def _too_big(self, path: str, line: int) -> KxError:
         return KxError(
@@ -110,8 +115,14 @@ class _Reader:
                 if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
                     raise self._too_big(path, seen + 1)
                 data = buf[:cut]
-                count = count_separators(data, sep)
-                yield _Chunk(data, count)
+                if self.keep_ends:
+                    ends = record_ends(data, sep)
+                    yield _Chunk(data, len(ends), ends)
+                    count = len(ends)
+                    del ends
+                else:
+                    count = count_separators(data, sep)
+                    yield _Chunk(data, count)
                 seen += count
                 carry = buf[cut:size].copy()
                 del buf, data
@@ -121,7 +132,7 @@ class _Reader:
             last = np.empty(len(carry) + 1, dtype=np.uint8)
             last[:-1] = carry
             last[-1] = sep
-            yield _Chunk(last, 1)
+            yield _Chunk(last, 1, np.array([len(last)], dtype=np.int64))
 
     def _take_header(self, chunk: _Chunk) -> _Chunk | None:
         """Move header records from the start of ``chunk`` to :attr:`header`."""
@@ -133,7 +144,8 @@ class _Reader:
             start = end
         if take == chunk.count:
             return None
-        return _Chunk(chunk.data[start:], chunk.count - take)
+        ends = None if chunk.ends is None else chunk.ends[take:] - start
+        return _Chunk(chunk.data[start:], chunk.count - take, ends)
 
     def chunks(self) -> Iterator[_Chunk]:
         """Chunks of whole records over all inputs, the header records taken out."""

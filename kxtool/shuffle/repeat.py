@@ -147,7 +147,7 @@ def repeat_files(
         for chunk in reader.chunks():
             lo, hi = np.searchsorted(wanted, [start, start + chunk.count])
             if hi > lo:
-                ends = record_ends(chunk.data, sep[0])
+                ends = chunk.ends if chunk.ends is not None else record_ends(chunk.data, sep[0])
                 starts = starts_of(ends)
                 lengths = ends - starts
                 pick = (wanted[lo:hi] - np.uint64(start)).astype(np.intp)

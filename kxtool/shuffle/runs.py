@@ -73,7 +73,9 @@ class _Runs:
         self.data_base: list[int] = []
         self._counts: list[np.ndarray] = []
         self._sizes: list[np.ndarray] = []
-        self.memory: list[tuple[np.ndarray, np.ndarray]] = []  # per run in memory: keys, data
+        # per run in memory: its keys, its bytes and the lengths of its records (None when
+        # not known: then they are found again from the separators)
+        self.memory: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._fds: dict[int, int] = {}
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
         self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -108,14 +110,19 @@ class _Runs:
 
     def group(
         self, data: np.ndarray, keys: np.ndarray, ends: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """A batch grouped by pile, ready for :meth:`store`: its keys and bytes, and the
-        records and bytes of each pile. Touches nothing shared (threads may call it)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """A batch grouped by pile, ready for :meth:`store`: its keys and bytes, the records
+        and bytes of each pile, and (for runs kept in memory, where they cost what the key
+        does and spare pass 2 a scan) the lengths of the records, grouped alike, or None.
+        Touches nothing shared (threads may call it)."""
         n = len(keys)
+        glengths = None
         if self.piles == 1:
             counts = np.array([n], dtype=np.int64)
             sizes = np.array([len(data)], dtype=np.int64)
             gkeys, grouped = keys, data
+            if ends is not None and self.in_memory:
+                glengths = np.diff(ends, prepend=0)
         else:
             if ends is None:
                 ends = record_ends(data, self.sep[0])
@@ -130,18 +137,23 @@ class _Runs:
             sizes = np.bincount(piles, weights=lengths, minlength=self.piles).astype(np.int64)
             del piles
             grouped = gather(data, starts, lengths, order)
-            del starts, lengths
+            del starts
+            if self.in_memory:
+                glengths = lengths[order]
+            del lengths
             gkeys = keys[order]
             del order
-        return gkeys, grouped, counts, sizes
+        return gkeys, grouped, counts, sizes, glengths
 
-    def store(self, run: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def store(
+        self, run: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+    ) -> None:
         """Add a run made by :meth:`group`: in memory, or appended to this process's file."""
-        gkeys, grouped, counts, sizes = run
+        gkeys, grouped, counts, sizes, glengths = run
         n = len(gkeys)
         self._thaw()
         if self.directory is None:
-            self.memory.append((gkeys, grouped))
+            self.memory.append((gkeys, grouped, glengths))
             self.run_file.append(-1)
             self.key_base.append(0)
             self.data_base.append(0)
@@ -296,15 +308,13 @@ class _Runs:
         dbase = dpos - dat
         self._group = (first, end, kbase, dbase, keys, data)
 
-    def pile_parts(self, p: int, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The bytes and keys of pile ``p``, in parts of whole runs' segments of about
-        ``limit`` bytes at most (a single segment may be larger)."""
-        if self._group is not None and not self._group[0] <= p < self._group[1]:
-            self._group = None
+    def segments(self, p: int) -> list[tuple[int, int, int, int, int]]:
+        """Pile ``p``'s segments, one per run that has records in it: (run, records, bytes,
+        where its keys start, where its bytes start)."""
         counts, sizes = self._index()
         kpos, dpos = self._positions(p)
         rs = np.flatnonzero(counts[p])
-        segments = list(
+        return list(
             zip(
                 rs.tolist(),
                 counts[p, rs].tolist(),
@@ -314,27 +324,38 @@ class _Runs:
                 strict=True,
             )
         )
+
+    def pile_parts(
+        self, p: int, limit: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """The bytes, keys and record lengths (None when not kept) of pile ``p``, in parts of
+        whole runs' segments of about ``limit`` bytes at most (a single segment may be
+        larger)."""
+        if self._group is not None and not self._group[0] <= p < self._group[1]:
+            self._group = None
+        segments = self.segments(p)
         i = 0
         while i < len(segments):
             j, size = i + 1, segments[i][2]
             while j < len(segments) and size + segments[j][2] <= limit:
                 size += segments[j][2]
                 j += 1
-            yield self._read(segments[i:j], size)
+            yield self.read(segments[i:j], size)
             i = j
 
-    def _read(
+    def read(
         self, segments: list[tuple[int, int, int, int, int]], size: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if self.in_memory and len(segments) == 1:
-            r, n, nbytes, k, d = segments[0]
-            keys, data = self.memory[r]
-            return data[d : d + nbytes], keys[k // 8 : k // 8 + n]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The bytes, keys and record lengths of ``segments`` (from :meth:`segments`), of
+        ``size`` bytes in all, one after the other. For runs in memory it touches nothing
+        shared, so threads may call it."""
+        if self.in_memory:
+            return self._join_in_memory(segments, size)
         group = self._group
         if group is not None and len(segments) == 1:
             r, n, nbytes, k, d = segments[0]
             k0, d0 = (k - int(group[2][r])) // 8, d - int(group[3][r])
-            return group[5][d0 : d0 + nbytes], group[4][k0 : k0 + n]
+            return group[5][d0 : d0 + nbytes], group[4][k0 : k0 + n], None
         data = np.empty(size, dtype=np.uint8)
         keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
         at = kat = 0
@@ -343,10 +364,6 @@ class _Runs:
                 kb, db = int(group[2][r]), int(group[3][r])
                 keys[kat : kat + n] = group[4][(k - kb) // 8 : (k - kb) // 8 + n]
                 data[at : at + nbytes] = group[5][d - db : d - db + nbytes]
-            elif self.in_memory:
-                run_keys, run_data = self.memory[r]
-                keys[kat : kat + n] = run_keys[k // 8 : k // 8 + n]
-                data[at : at + nbytes] = run_data[d : d + nbytes]
             else:
                 path = self.files[self.run_file[r]]
                 try:
@@ -361,7 +378,31 @@ class _Runs:
                     )
             at += nbytes
             kat += n
-        return data, keys
+        return data, keys, None
+
+    def _join_in_memory(
+        self, segments: list[tuple[int, int, int, int, int]], size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        parts = [
+            (self.memory[r], k // 8, n, d, nbytes) for r, n, nbytes, k, d in segments
+        ]
+        with_lengths = all(run[2] is not None for run, *_ in parts)
+        if len(parts) == 1:
+            (run_keys, run_data, run_lengths), k, n, d, nbytes = parts[0]
+            lengths = run_lengths[k : k + n] if with_lengths else None
+            return run_data[d : d + nbytes], run_keys[k : k + n], lengths
+        data = np.empty(size, dtype=np.uint8)
+        keys = np.empty(sum(n for *_, n, _d, _b in parts), dtype=np.uint64)
+        lengths = np.empty(len(keys), dtype=np.int64) if with_lengths else None
+        at = kat = 0
+        for (run_keys, run_data, run_lengths), k, n, d, nbytes in parts:
+            keys[kat : kat + n] = run_keys[k : k + n]
+            data[at : at + nbytes] = run_data[d : d + nbytes]
+            if lengths is not None:
+                lengths[kat : kat + n] = run_lengths[k : k + n]
+            at += nbytes
+            kat += n
+        return data, keys, lengths
 
     def release(self) -> None:
         """Let go of the piles :meth:`prefetch` read."""

@@ -298,8 +298,9 @@ def _scan(
         if total is not None and sample.threshold is None and seen_bytes >= GUESS_AFTER:
             sample.guess(int(total * sample.seen / seen_bytes))
 
-    def scan(data: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
-        ends = record_ends(data, sep)
+    def scan(data: np.ndarray, ends: np.ndarray | None, n: int, first: int):  # type: ignore[no-untyped-def]
+        if ends is None:
+            ends = record_ends(data, sep)
         part, left = sample.candidates(data, ends, first, seed, max_record)
         return part, n, left, len(data)
 
@@ -308,7 +309,7 @@ def _scan(
         try:
             for chunk in reader.chunks():
                 n = chunk.count
-                pending.append(ex.submit(scan, chunk.data, n, start))
+                pending.append(ex.submit(scan, chunk.data, chunk.ends, n, start))
                 start += n
                 del chunk
                 while len(pending) > 2 * jobs or (pending and pending[0].done()):

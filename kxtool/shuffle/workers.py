@@ -90,11 +90,11 @@ class _Pool:
         ready = wait([c for _p, c in self.workers])
         return [conns[id(c)] for c in ready]
 
-    def pass1(self, chunks: Iterator[_Chunk], space: str | None) -> _Runs:
-        """Hand each chunk to whichever worker is free; collect the runs they wrote."""
+    def pass1(self, chunks: Iterator[_Chunk], space: str | None, start: int = 0) -> _Runs:
+        """Hand each chunk to whichever worker is free (the first chunk's first record has
+        index ``start``); collect the runs they wrote."""
         jobs = len(self.workers)
         free = list(range(jobs))
-        start = 0
         for chunk in chunks:
             if space is not None:
                 _check_space(space, chunk.nbytes + 8 * chunk.count, "the temporary files")

@@ -1,0 +1,85 @@
+"""An input that fits in memory: its chunks keyed and grouped into runs held in memory, by
+threads, while the next chunks are read.
+
+Reading is a system call and a separator count, grouping is numpy and the records kernel;
+both let go of the interpreter lock, so with a thread pool the main thread reads chunk
+``i + 1`` while the threads group chunk ``i``, and each chunk's buffer is let go of (and its
+memory reused for the next read) as soon as it is grouped. The runs are those of the one-pass
+route either way; only when they are made changes. :meth:`_Grouper.to_disk` moves the runs to
+a run file when an input that was expected to fit turns out not to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from . import plan
+from .keys import record_keys
+from .plan import PILE_SHARE
+from .reading import _Chunk
+from .runs import _Runs
+
+
+def _memory_layout(total: int, unit: int, jobs: int) -> tuple[int, int]:
+    """Pile bits and threads for ``total`` bytes ordered in memory: piles of about half a work
+    unit (their gather stays in cache), and a thread per :data:`~.plan.THREAD_MIN` bytes up to
+    ``jobs``."""
+    bits = 0
+    if total > unit * PILE_SHARE:
+        bits = min(16, math.ceil(math.log2(total / (unit * PILE_SHARE))))
+    return bits, max(1, min(jobs, 1 + total // plan.THREAD_MIN))
+
+
+class _Grouper:
+    """Keys and groups chunks, in input order, into runs held in memory: here, or by
+    ``threads`` threads with at most ``threads`` chunks in their hands at a time."""
+
+    def __init__(self, runs: _Runs, seed: int, threads: int) -> None:
+        self.runs = runs
+        self.seed = seed
+        self.threads = threads
+        self.records = 0  # records handed in so far (the index of the next one)
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self._pending: deque[Future] = deque()
+
+    def _group(self, chunk: _Chunk, first: int):  # type: ignore[no-untyped-def]
+        return self.runs.group(chunk.data, record_keys(self.seed, first, chunk.count), chunk.ends)
+
+    def add(self, chunk: _Chunk) -> None:
+        """Group ``chunk`` (now, or in a thread); the chunk is let go of once it is."""
+        first, self.records = self.records, self.records + chunk.count
+        if self._pool is None:
+            self.runs.store(self._group(chunk, first))
+            return
+        while len(self._pending) >= self.threads:
+            self.runs.store(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(self._group, chunk, first))
+
+    def finish(self) -> _Runs:
+        """Wait for every chunk handed in; the runs in memory."""
+        while self._pending:
+            self.runs.store(self._pending.popleft().result())
+        self.close()
+        return self.runs
+
+    def close(self) -> None:
+        """Stop the threads (chunks not started are dropped: after an error or Ctrl-C)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+
+    def to_disk(self, disk: _Runs) -> None:
+        """Move the runs grouped so far into ``disk`` (a run file, any piles), letting go of
+        each one in memory once it is written; for an input that did not fit after all."""
+        memory = self.finish().memory
+        memory.reverse()
+        while memory:
+            keys, data, lengths = memory.pop()
+            ends = np.cumsum(lengths) if lengths is not None else None
+            disk.spill(data, keys, ends)
+            del keys, data, lengths, ends
