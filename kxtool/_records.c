@@ -13,6 +13,8 @@
  *                                               to go on (len(data) when done)
  * gather(data, starts, lengths, order, out)  out = data[starts[i]:starts[i]+lengths[i]] for i
  *                                            in order (int64; None: every i in turn)
+ * group(data, ends, first, a, b, c, shift, bits, ...)   the shuffle's keys of the records and
+ *                                            the records grouped into piles by them (see there)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -126,6 +128,9 @@ static PyObject *find_ends(PyObject *self, PyObject *args) {
     return Py_BuildValue("nn", n, resume);
 }
 
+/* How many records ahead the gather asks for the next source (see gather). */
+#define AHEAD 16
+
 static PyObject *gather(PyObject *self, PyObject *args) {
     PyObject *data_obj, *starts_obj, *lengths_obj, *order_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OOOOO", &data_obj, &starts_obj, &lengths_obj, &order_obj,
@@ -150,6 +155,19 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t k = 0; !error && k < count; k++) {
         int64_t i = idx ? idx[k] : k;
+        if (idx && k + AHEAD < count) {
+            /* records come from anywhere in data: ask for one a few records ahead, so that
+             * its cache misses overlap with the copies in between */
+            int64_t j = idx[k + AHEAD];
+            if (j >= 0 && j < n && s[j] >= 0 && s[j] < dlen) __builtin_prefetch(src + s[j]);
+            if (k + 2 * AHEAD < count) {
+                int64_t j2 = idx[k + 2 * AHEAD];
+                if (j2 >= 0 && j2 < n) {
+                    __builtin_prefetch(s + j2);
+                    __builtin_prefetch(l + j2);
+                }
+            }
+        }
         if (i < 0 || i >= n) { error = "order holds an index out of range"; break; }
         int64_t a = s[i], len = l[i];
         if (a < 0 || len < 0 || a > dlen - len) { error = "a record lies outside data"; break; }
@@ -180,10 +198,140 @@ fail_data:
     return NULL;
 }
 
+/* The shuffle's key of record index x (keys.py's record_keys): three rounds of "add or xor a
+ * round key, then the murmur3 64-bit finaliser". */
+static inline uint64_t fmix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xFF51AFD7ED558CCDULL;
+    x ^= x >> 33;
+    x *= 0xC4CEB9FE1A85EC53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static inline uint64_t record_key(uint64_t x, uint64_t a, uint64_t b, uint64_t c) {
+    return fmix((fmix(fmix(x + a) + b)) ^ c);
+}
+
+/* group(data, ends, first, a, b, c, shift, bits, out_data, out_keys, out_lengths, counts,
+ *       sizes)
+ * Keys the records of data (ending at ends; record i has index first + i) and groups them
+ * into 2**bits piles by key bits [shift, shift + bits) counted from the top: out_data holds
+ * their bytes pile after pile, out_keys and out_lengths their keys and lengths alike, each
+ * pile's records in input order; counts and sizes (int64, 2**bits) the records and bytes of
+ * each pile. What runs.py does with record_keys, an argsort, two bincounts and a gather, in
+ * one pass over the keys and one over the bytes. */
+static PyObject *group(PyObject *self, PyObject *args) {
+    PyObject *data_obj, *ends_obj, *od_obj, *ok_obj, *ol_obj, *counts_obj, *sizes_obj;
+    unsigned long long first, a, b, c;
+    int shift, bits;
+    if (!PyArg_ParseTuple(args, "OOKKKKiiOOOOO", &data_obj, &ends_obj, &first, &a, &b, &c,
+                          &shift, &bits, &od_obj, &ok_obj, &ol_obj, &counts_obj, &sizes_obj))
+        return NULL;
+    if (shift < 0 || bits < 0 || bits > 30 || shift + bits > 64) {
+        PyErr_SetString(PyExc_ValueError, "pile bits out of range");
+        return NULL;
+    }
+    Py_buffer data, ends, od, ok, ol, cnt, siz;
+    int got = 0;
+    if (get_buffer(data_obj, &data, 0, 0, "data") < 0) goto done;
+    got = 1;
+    if (get_buffer(ends_obj, &ends, 0, 8, "ends") < 0) goto done;
+    got = 2;
+    if (get_buffer(od_obj, &od, 1, 0, "out_data") < 0) goto done;
+    got = 3;
+    if (get_buffer(ok_obj, &ok, 1, 8, "out_keys") < 0) goto done;
+    got = 4;
+    if (get_buffer(ol_obj, &ol, 1, 8, "out_lengths") < 0) goto done;
+    got = 5;
+    if (get_buffer(counts_obj, &cnt, 1, 8, "counts") < 0) goto done;
+    got = 6;
+    if (get_buffer(sizes_obj, &siz, 1, 8, "sizes") < 0) goto done;
+    got = 7;
+
+    Py_ssize_t n = ends.len / 8, piles = (Py_ssize_t)1 << bits;
+    const int64_t *e = ends.buf;
+    const char *error = NULL;
+    if (od.len != data.len || ok.len != n * 8 || ol.len != n * 8)
+        error = "outputs of the wrong size";
+    else if (cnt.len != piles * 8 || siz.len != piles * 8)
+        error = "counts and sizes must have 2**bits items";
+    else if (n && e[n - 1] != data.len)
+        error = "the last record must end where data does";
+    uint32_t *pile = NULL;
+    int64_t *kpos = NULL, *dpos = NULL;
+    if (!error) {
+        pile = malloc((size_t)(n ? n : 1) * sizeof(uint32_t));
+        kpos = malloc((size_t)piles * sizeof(int64_t));
+        dpos = malloc((size_t)piles * sizeof(int64_t));
+        if (!pile || !kpos || !dpos) error = "out of memory";
+    }
+    if (!error) {
+        int64_t *counts = cnt.buf, *sizes = siz.buf;
+        uint64_t *keys = ok.buf;
+        int64_t *lengths = ol.buf;
+        const char *src = data.buf;
+        char *dst = od.buf;
+        Py_BEGIN_ALLOW_THREADS
+        memset(counts, 0, (size_t)piles * 8);
+        memset(sizes, 0, (size_t)piles * 8);
+        int64_t prev = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t end = e[i];
+            if (end < prev || end > data.len) { error = "ends must not decrease"; break; }
+            uint64_t k = record_key((uint64_t)first + (uint64_t)i, a, b, c);
+            uint32_t p = bits ? (uint32_t)((k << shift) >> (64 - bits)) : 0;
+            pile[i] = p;
+            counts[p] += 1;
+            sizes[p] += end - prev;
+            prev = end;
+        }
+        if (!error) {
+            int64_t kat = 0, dat = 0;
+            for (Py_ssize_t p = 0; p < piles; p++) {
+                kpos[p] = kat;
+                dpos[p] = dat;
+                kat += counts[p];
+                dat += sizes[p];
+            }
+            prev = 0;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                int64_t end = e[i], len = end - prev;
+                uint32_t p = pile[i];
+                int64_t at = kpos[p]++;
+                keys[at] = record_key((uint64_t)first + (uint64_t)i, a, b, c);
+                lengths[at] = len;
+                memcpy(dst + dpos[p], src + prev, (size_t)len);
+                dpos[p] += len;
+                prev = end;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(pile);
+    free(kpos);
+    free(dpos);
+done:
+    if (got > 6) PyBuffer_Release(&siz);
+    if (got > 5) PyBuffer_Release(&cnt);
+    if (got > 4) PyBuffer_Release(&ol);
+    if (got > 3) PyBuffer_Release(&ok);
+    if (got > 2) PyBuffer_Release(&od);
+    if (got > 1) PyBuffer_Release(&ends);
+    if (got > 0) PyBuffer_Release(&data);
+    if (got < 7) return NULL;
+    if (error) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"count_ends", count_ends, METH_VARARGS, "Separators in data."},
     {"find_ends", find_ends, METH_VARARGS, "Offsets one past each separator, into out."},
     {"gather", gather, METH_VARARGS, "Copy records in the given order into out."},
+    {"group", group, METH_VARARGS, "Key records and group them into piles by key bits."},
     {NULL, NULL, 0, NULL},
 };
 

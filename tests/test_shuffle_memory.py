@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kxtool.shuffle import memory, reading, shuffle_files, shuffle_lines
+from kxtool.shuffle import runs as runs_module
+from kxtool.shuffle.keys import record_keys
+from kxtool.shuffle.runs import _Runs
 
 SEED = 11
 
@@ -113,3 +118,46 @@ def test_stdin_from_a_pipe_is_held_until_it_ends_then_grouped(tmp_path, small_bl
     )
     subprocess.run([sys.executable, "-c", code], input=data, check=True)
     assert out.read_bytes() == b"".join(x + b"\n" for x in shuffle_lines(lines, SEED))
+
+
+@pytest.mark.skipif(runs_module._records_native is None, reason="kxtool/_records.c not built")
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 70), max_size=400),
+    st.integers(0, 2**40),
+    st.integers(0, 2**63 - 1),
+    st.sampled_from([(0, 0), (0, 1), (0, 6), (5, 9), (20, 16), (0, 20), (40, 18)]),
+)
+def test_the_grouping_kernel_makes_the_runs_numpy_makes(lengths, first, seed, piles):
+    # keys (the murmur3 rounds of keys.py) and grouping by key bits, in C, against numpy
+    shift, bits = piles
+    data = np.frombuffer(b"".join(b"r" * k + b"\n" for k in lengths), dtype=np.uint8)
+    ends = np.cumsum(np.array(lengths, dtype=np.int64) + 1)
+    runs = _Runs(None, b"\n", shift, bits, "t")
+    got = runs.group_records(data, ends, seed, first)
+    want = runs.group(data, record_keys(seed, first, len(lengths)), ends)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None:
+            assert np.array_equal(g, w)
+
+
+@pytest.mark.skipif(runs_module._records_native is None, reason="kxtool/_records.c not built")
+def test_the_grouping_kernel_refuses_ends_that_do_not_describe_the_data():
+    native = runs_module._records_native
+    data = np.frombuffer(b"ab\ncd\n", dtype=np.uint8)
+
+    def call(ends, out=None):  # type: ignore[no-untyped-def]
+        n = len(ends)
+        native.group(
+            data, np.array(ends, dtype=np.int64), 0, 1, 2, 3, 0, 2,
+            np.empty(6 if out is None else out, np.uint8), np.empty(n, np.uint64),
+            np.empty(n, np.int64), np.empty(4, np.int64), np.empty(4, np.int64),
+        )
+
+    call([3, 6])
+    for bad in ([3, 5], [4, 3, 6], [7]):
+        with pytest.raises(ValueError):
+            call(bad)
+    with pytest.raises(ValueError):
+        call([3, 6], out=5)

@@ -391,7 +391,7 @@ def _shuffle_paths(
                 fits = False
                 break
             if grouper is None and estimate is not None and estimate <= SURE_FIT * in_memory_limit:
-                grouper = _grouper(known_total, sep, seed, unit, jobs)  # type: ignore[arg-type]
+                grouper = _grouper(known_total, sep, seed, unit, jobs, reader)  # type: ignore[arg-type]
                 for earlier in held:
                     grouper.add(earlier)
                 held = []
@@ -405,7 +405,7 @@ def _shuffle_paths(
             # one pass in memory: the batches are grouped into cache-sized piles as they are
             # keyed, then each pile is ordered and written
             if grouper is None:
-                grouper = _grouper(held_bytes, sep, seed, unit, jobs)
+                grouper = _grouper(held_bytes, sep, seed, unit, jobs, reader)
                 held.reverse()
                 while held:
                     grouper.add(held.pop())
@@ -473,10 +473,13 @@ def _shuffle_paths(
         )
 
 
-def _grouper(total: int, sep: bytes, seed: int, unit: int, jobs: int) -> _Grouper:
-    """What groups an input of ``total`` bytes in memory (runs, piles and threads)."""
+def _grouper(
+    total: int, sep: bytes, seed: int, unit: int, jobs: int, reader: _Reader
+) -> _Grouper:
+    """What groups an input of ``total`` bytes in memory (runs, piles and threads), handing
+    the buffers of grouped chunks back to ``reader``."""
     bits, threads = _memory_layout(total, unit, jobs)
-    return _Grouper(_Runs(None, sep, 0, bits, "memory"), seed, threads)
+    return _Grouper(_Runs(None, sep, 0, bits, "memory"), seed, threads, reader.recycle)
 
 
 def _by_parts(paths: list[str], jobs: int, planning_total: int | None, in_memory: int) -> bool:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from . import plan
-from .keys import record_keys
 from .plan import PILE_SHARE
 from .reading import _Chunk
 from .runs import _Runs
@@ -38,31 +38,45 @@ class _Grouper:
     """Keys and groups chunks, in input order, into runs held in memory: here, or by
     ``threads`` threads with at most ``threads`` chunks in their hands at a time."""
 
-    def __init__(self, runs: _Runs, seed: int, threads: int) -> None:
+    def __init__(
+        self,
+        runs: _Runs,
+        seed: int,
+        threads: int,
+        recycle: Callable[[_Chunk], None] | None = None,
+    ) -> None:
         self.runs = runs
         self.seed = seed
         self.threads = threads
+        self.recycle = recycle  # takes chunks whose bytes were copied into a run
         self.records = 0  # records handed in so far (the index of the next one)
         self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[_Chunk, Future]] = deque()
 
     def _group(self, chunk: _Chunk, first: int):  # type: ignore[no-untyped-def]
-        return self.runs.group(chunk.data, record_keys(self.seed, first, chunk.count), chunk.ends)
+        return self.runs.group_records(chunk.data, chunk.ends, self.seed, first)
 
     def add(self, chunk: _Chunk) -> None:
         """Group ``chunk`` (now, or in a thread); the chunk is let go of once it is."""
         first, self.records = self.records, self.records + chunk.count
         if self._pool is None:
-            self.runs.store(self._group(chunk, first))
+            self._store(chunk, self._group(chunk, first))
             return
         while len(self._pending) >= self.threads:
-            self.runs.store(self._pending.popleft().result())
-        self._pending.append(self._pool.submit(self._group, chunk, first))
+            self._store(*self._pending.popleft())
+        self._pending.append((chunk, self._pool.submit(self._group, chunk, first)))
+
+    def _store(self, chunk: _Chunk, run) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(run, Future):
+            run = run.result()
+        self.runs.store(run)
+        if self.recycle is not None and not np.may_share_memory(run[1], chunk.data):
+            self.recycle(chunk)
 
     def finish(self) -> _Runs:
         """Wait for every chunk handed in; the runs in memory."""
         while self._pending:
-            self.runs.store(self._pending.popleft().result())
+            self._store(*self._pending.popleft())
         self.close()
         return self.runs
 
@@ -83,3 +97,4 @@ class _Grouper:
             ends = np.cumsum(lengths) if lengths is not None else None
             disk.spill(data, keys, ends)
             del keys, data, lengths, ends
+

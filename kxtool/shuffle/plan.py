@@ -56,6 +56,12 @@ DISK_SLACK = 16 << 20
 #: :class:`~kxtool.textio.PositionalWriter`): they would only push other files out of it, and the
 #: kernel's write-back would throttle the writer anyway.
 DIRECT_MIN = 256 << 20
+#: Buffers of chunks already grouped that the reader keeps for its next reads.
+SPARE_BUFFERS = 2
+#: Threads that write an output ordered in memory, and the size of each of their writes
+#: (several direct writes in flight keep the device busier than one large one at a time).
+WRITE_THREADS = 2
+WRITE_PIECE = 2 << 20
 #: Share of a worker's pass-2 budget that a group of consecutive piles read at once may take
 #: (see :func:`_pile_groups`); a pile joins a group only while its own work memory stays within
 #: :data:`GROUP_PILE_SHARE`, so the two together stay within the 0.6 a lone pile may take.

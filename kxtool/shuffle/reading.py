@@ -21,7 +21,7 @@ from ..textio import (
     open_filler,
     os_error,
 )
-from .plan import MAX_BLOCK, RECORD_REST
+from .plan import MAX_BLOCK, RECORD_REST, SPARE_BUFFERS
 from .runs import _pread_into
 
 
@@ -83,6 +83,22 @@ class _Reader:
         #: whether chunks carry their records' ends (found in the one scan that counts them;
         #: those who group the chunk here need them, workers that are sent it do not)
         self.keep_ends = True
+        self._spare: list[np.ndarray] = []  # buffers of chunks done with, for later reads
+
+    def recycle(self, chunk: _Chunk) -> None:
+        """Take back the buffer of a chunk that nothing refers to any more, for a later read:
+        its pages are in memory already, so that read costs a copy and no fresh pages (which
+        the reading thread would otherwise fault in, one by one)."""
+        buf = chunk.data.base
+        if isinstance(buf, np.ndarray) and buf.base is None and len(self._spare) < SPARE_BUFFERS:
+            self._spare.append(buf)
+
+    def _buffer(self, size: int) -> np.ndarray:
+        """A buffer of at least ``size`` bytes: a spare one, or a new one with some room."""
+        for i, buf in enumerate(self._spare):
+            if len(buf) >= size:
+                return self._spare.pop(i)
+        return np.empty(size + min(1 << 16, self.block // 16), dtype=np.uint8)
 
     def _too_big(self, path: str, line: int) -> KxError:
         return KxError(
@@ -97,9 +113,9 @@ class _Reader:
         with open_filler(path) as fill:
             while True:
                 kept = len(carry)
-                buf = np.empty(kept + self.block, dtype=np.uint8)
+                buf = self._buffer(kept + self.block)
                 buf[:kept] = carry
-                got = fill(memoryview(buf)[kept:])
+                got = fill(memoryview(buf)[kept : kept + self.block])
                 if got == 0:
                     break
                 self.bytes_read += got

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import KxError
-from ..records import gather, record_ends, starts_of
+from ..records import _native as _records_native
+from ..records import count_separators, gather, record_ends, starts_of
 from ..textio import (
     os_error,
     preallocate,
 )
+from .keys import _round_keys, record_keys
 from .plan import _INDEX_ENTRY, _IO_STEP, _work_memory
 
 
@@ -144,6 +146,44 @@ class _Runs:
             gkeys = keys[order]
             del order
         return gkeys, grouped, counts, sizes, glengths
+
+    def native_grouping(self) -> bool:
+        """Whether :meth:`group_records` runs in the compiled kernel."""
+        return _records_native is not None and self.bits <= 30
+
+    def group_records(
+        self,
+        data: np.ndarray,
+        ends: np.ndarray | None,
+        seed: int,
+        first: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`group` of records whose keys are not made yet (the first has index
+        ``first``): with the compiled kernel, keyed and grouped in one pass (the same runs
+        as numpy's record_keys, argsort and gather give)."""
+        native = _records_native
+        if not self.native_grouping() or not (
+            data.dtype == np.uint8 and data.flags.c_contiguous
+        ):
+            n = len(ends) if ends is not None else count_separators(data, self.sep[0])
+            return self.group(data, record_keys(seed, first, n), ends)
+        if ends is None:
+            ends = record_ends(data, self.sep[0])
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        n = len(ends)
+        if n and ends[-1] != len(data):
+            raise KxError("internal error: a batch does not hold whole records")
+        grouped = np.empty(len(data), dtype=np.uint8)
+        gkeys = np.empty(n, dtype=np.uint64)
+        glengths = np.empty(n, dtype=np.int64)
+        counts = np.empty(self.piles, dtype=np.int64)
+        sizes = np.empty(self.piles, dtype=np.int64)
+        a, b, c = _round_keys(seed)
+        native.group(
+            data, ends, first, a, b, c, self.shift, self.bits, grouped, gkeys, glengths,
+            counts, sizes,
+        )
+        return gkeys, grouped, counts, sizes, glengths if self.in_memory else None
 
     def store(
         self, run: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
