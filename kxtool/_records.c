@@ -15,6 +15,8 @@
  *                                            in order (int64; None: every i in turn)
  * group(data, ends, first, a, b, c, shift, bits, ...)   the shuffle's keys of the records and
  *                                            the records grouped into piles by them (see there)
+ * select_scan(data, sep, first, a, b, c, threshold, ...)  the records of data whose key is
+ *                                            below threshold (the sample's candidates)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -50,6 +52,43 @@ static Py_ssize_t scan(const unsigned char *p, Py_ssize_t i0, Py_ssize_t n, int 
         k = (Py_ssize_t)(_mm_cvtsi128_si64(total) +
                          _mm_cvtsi128_si64(_mm_unpackhi_epi64(total, total)));
     } else {
+        /* 64 bytes a step, into one 64-bit mask. Whether a block holds a separator, and
+         * how many, is as random as the text: a branch on it is mispredicted about once a
+         * record, which cost more than the scan. So the first four positions are written
+         * whether they exist or not (out has room: k + 64 <= cap), and k moves on by the
+         * count; only a block of more than four takes a loop. */
+        for (; i + 64 <= n && k + 64 <= cap; i += 64) {
+            uint64_t m = (uint64_t)(uint32_t)_mm_movemask_epi8(
+                             _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), s)) |
+                         (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                             _mm_loadu_si128((const __m128i *)(p + i + 16)), s))
+                             << 16 |
+                         (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                             _mm_loadu_si128((const __m128i *)(p + i + 32)), s))
+                             << 32 |
+                         (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                             _mm_loadu_si128((const __m128i *)(p + i + 48)), s))
+                             << 48;
+            int cnt = __builtin_popcountll(m);
+            const uint64_t top = 1ULL << 63; /* keeps ctz defined once m runs out */
+            int64_t base = (int64_t)i + 1;
+            out[k] = base + __builtin_ctzll(m | top);
+            m &= m - 1;
+            out[k + 1] = base + __builtin_ctzll(m | top);
+            m &= m - 1;
+            out[k + 2] = base + __builtin_ctzll(m | top);
+            m &= m - 1;
+            out[k + 3] = base + __builtin_ctzll(m | top);
+            m &= m - 1;
+            if (cnt > 4) {
+                Py_ssize_t j = k + 4;
+                while (m) {
+                    out[j++] = base + __builtin_ctzll(m);
+                    m &= m - 1;
+                }
+            }
+            k += cnt;
+        }
         for (; i + 16 <= n; i += 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
             unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, s));
@@ -327,11 +366,97 @@ done:
     Py_RETURN_NONE;
 }
 
+/* select_scan(data, sep, first, a, b, c, threshold, out_starts, out_lengths, out_keys)
+ *   -> (records, chosen, longest)
+ * The records of data (found by scanning for sep, as find_ends does, without writing every
+ * record's end) whose key (record i has index first + i) is below threshold: their starts,
+ * lengths and keys, in input order, into the out arrays (int64, int64, uint64, with room
+ * for every record); and the records seen and the longest one's length. Bytes after the
+ * last separator are not a record. What sample.py does with find_ends, record_keys, a
+ * comparison and flatnonzero, without making every record's key. */
+#define SELECT_BATCH 1024
+
+static PyObject *select_scan(PyObject *self, PyObject *args) {
+    PyObject *data_obj, *os_obj, *ol_obj, *ok_obj;
+    int sep;
+    unsigned long long first, a, b, c, threshold;
+    if (!PyArg_ParseTuple(args, "OiKKKKKOOO", &data_obj, &sep, &first, &a, &b, &c, &threshold,
+                          &os_obj, &ol_obj, &ok_obj))
+        return NULL;
+    Py_buffer data, os_, ol, ok;
+    if (get_buffer(data_obj, &data, 0, 0, "data") < 0) return NULL;
+    if (get_buffer(os_obj, &os_, 1, 8, "out_starts") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (get_buffer(ol_obj, &ol, 1, 8, "out_lengths") < 0) {
+        PyBuffer_Release(&os_);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (get_buffer(ok_obj, &ok, 1, 8, "out_keys") < 0) {
+        PyBuffer_Release(&ol);
+        PyBuffer_Release(&os_);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    Py_ssize_t cap = os_.len / 8, rec = 0, m = 0;
+    if (ol.len / 8 < cap) cap = ol.len / 8;
+    if (ok.len / 8 < cap) cap = ok.len / 8;
+    int64_t longest = 0;
+    const char *error = NULL;
+    {
+        const unsigned char *p = data.buf;
+        Py_ssize_t n = data.len, at = 0;
+        int64_t *st = os_.buf, *le = ol.buf;
+        uint64_t *ke = ok.buf;
+        int64_t prev = 0;
+        /* a batch of ends found by the scan, their keys made in a loop of their own (no
+         * branch between records, so the multiplications of several records overlap), then
+         * compared */
+        int64_t ends[SELECT_BATCH];
+        uint64_t keys[SELECT_BATCH];
+        Py_BEGIN_ALLOW_THREADS
+        while (at < n && !error) {
+            Py_ssize_t resume;
+            Py_ssize_t k = scan(p, at, n, sep, ends, SELECT_BATCH, &resume);
+            for (Py_ssize_t t = 0; t < k; t++)
+                keys[t] = record_key((uint64_t)first + (uint64_t)(rec + t), a, b, c);
+            for (Py_ssize_t t = 0; t < k; t++) {
+                int64_t len = ends[t] - prev;
+                if (len > longest) longest = len;
+                if (keys[t] < threshold) {
+                    if (m >= cap) { error = "out arrays too small"; break; }
+                    st[m] = prev;
+                    le[m] = len;
+                    ke[m] = keys[t];
+                    m++;
+                }
+                prev = ends[t];
+            }
+            rec += k;
+            if (k == 0 || resume <= at) break;  /* no separator left */
+            at = resume;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&ok);
+    PyBuffer_Release(&ol);
+    PyBuffer_Release(&os_);
+    PyBuffer_Release(&data);
+    if (error) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    return Py_BuildValue("nnL", rec, m, (long long)longest);
+}
+
 static PyMethodDef methods[] = {
     {"count_ends", count_ends, METH_VARARGS, "Separators in data."},
     {"find_ends", find_ends, METH_VARARGS, "Offsets one past each separator, into out."},
     {"gather", gather, METH_VARARGS, "Copy records in the given order into out."},
     {"group", group, METH_VARARGS, "Key records and group them into piles by key bits."},
+    {"select_scan", select_scan, METH_VARARGS, "select() over records found by a scan."},
     {NULL, NULL, 0, NULL},
 };
 

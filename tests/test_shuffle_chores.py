@@ -94,6 +94,27 @@ def test_sample_is_the_head_of_the_full_shuffle(tmp_path, corpus, seed):
             assert r.records == min(n, len(lines))
 
 
+@pytest.mark.parametrize("kernel", ["native", "numpy"])
+def test_sample_candidates_are_the_same_with_the_kernel_and_numpy(tmp_path, corpus, kernel,
+                                                                   monkeypatch):
+    # the compiled kernel keys and selects the candidates; numpy's path must choose the same
+    import kxtool.shuffle.sample as shsample
+
+    if kernel == "native" and shsample._native is None:
+        pytest.skip("kxtool/_records.c is not built")
+    if kernel == "numpy":
+        monkeypatch.setattr(shsample, "_native", None)
+    monkeypatch.setattr(shsample, "GUESS_AFTER", 4096)  # a threshold from the first blocks on
+    monkeypatch.setattr(shsample, "SAMPLE_BLOCK", 8192)
+    path, lines = corpus
+    full = tmp_path / "full.txt"
+    shuffle_files(path, full, seed=3)
+    for n in (1, 50, 3000):
+        out = tmp_path / f"s{n}.txt"
+        sample_files(path, out, n, seed=3, jobs=2)
+        assert out.read_bytes().split(b"\n")[:-1] == lines_of(full)[:n]
+
+
 def test_sample_through_the_cli_equals_head_whatever_jobs_and_budget(tmp_path, corpus):
     path, _ = corpus
     full = kx("shuffle", path, "--seed", "9", "-S", "1M", "-j", "2", "-T", str(tmp_path))

