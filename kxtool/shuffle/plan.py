@@ -60,8 +60,8 @@ DIRECT_MIN = 256 << 20
 SPARE_BUFFERS = 2
 #: Threads that write an output ordered in memory, and the size of each of their writes
 #: (several direct writes in flight keep the device busier than one large one at a time).
-WRITE_THREADS = 2
-WRITE_PIECE = 2 << 20
+WRITE_THREADS = 4
+WRITE_PIECE = 4 << 20
 #: Share of a worker's pass-2 budget that a group of consecutive piles read at once may take
 #: (see :func:`_pile_groups`); a pile joins a group only while its own work memory stays within
 #: :data:`GROUP_PILE_SHARE`, so the two together stay within the 0.6 a lone pile may take.
