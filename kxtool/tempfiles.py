@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -34,8 +32,16 @@ _FILE_RE = re.compile(r"^\.(?P<base>.+)\." + _OWNER + r"\.[A-Za-z0-9]+" + re.esc
 _DIR_RE = re.compile("^" + re.escape(DIR_PREFIX) + _OWNER + r"\.[A-Za-z0-9]+$")
 
 
+def _hostname() -> str:
+    if hasattr(os, "uname"):
+        return os.uname().nodename  # what socket.gethostname() gives, without its import
+    import socket  # pragma: no cover - not POSIX
+
+    return socket.gethostname()  # pragma: no cover
+
+
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname() or "localhost")
+    return re.sub(r"[^A-Za-z0-9-]", "-", _hostname() or "localhost")
 
 
 def _start_time(pid: int) -> int | None:
@@ -102,7 +108,7 @@ def is_temp_name(name: str) -> bool:
 
 def temp_file_name(target_base: str) -> str:
     """A fresh temporary base name for a file that will become ``target_base``."""
-    return f".{target_base}.{owner_tag()}.{secrets.token_hex(4)}{SUFFIX}"
+    return f".{target_base}.{owner_tag()}.{os.urandom(4).hex()}{SUFFIX}"
 
 
 def make_temp_file(directory: str, target_base: str, mode: int = 0o600) -> tuple[int, str]:
@@ -121,7 +127,7 @@ def make_temp_file(directory: str, target_base: str, mode: int = 0o600) -> tuple
 def make_temp_dir(parent: str) -> str:
     """Create a private temporary directory under ``parent``. Raises ``OSError``."""
     for _ in range(100):
-        path = os.path.join(parent, f"{DIR_PREFIX}{owner_tag()}.{secrets.token_hex(4)}")
+        path = os.path.join(parent, f"{DIR_PREFIX}{owner_tag()}.{os.urandom(4).hex()}")
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -66,7 +65,7 @@ from ..textio import (
     temp_dir,
 )
 from . import plan
-from .keys import record_keys, shuffle_lines
+from .keys import fresh_seed, record_keys, shuffle_lines
 from .memory import _Grouper, _memory_layout
 from .output import _drain_to_output, _Writer
 from .plan import (
@@ -286,7 +285,7 @@ def shuffle_files(
         what = "does not exist" if not os.path.exists(tmp_dir) else "is not a directory"
         raise KxError(f"--tmp-dir {os.fspath(tmp_dir)!r} {what}")
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = fresh_seed()
     sep = b"\0" if zero_terminated else b"\n"
     if cluster is not None:
         from .cluster import shuffle_on_cluster

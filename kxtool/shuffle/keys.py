@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from operator import itemgetter
 
 import numpy as np
 
 _M64 = (1 << 64) - 1
+
+
+def fresh_seed() -> int:
+    """A seed for a run given none: 63 random bits from the operating system (what
+    ``secrets`` would use, without its import)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
 
 
 def _splitmix64(x: int) -> int:

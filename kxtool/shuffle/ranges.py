@@ -16,13 +16,13 @@ import hashlib
 import itertools
 import os
 import re
-import secrets
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from ..errors import KxError
 from ..textio import STDIO, AtomicOutputs, display_name, open_filler, os_error
+from .keys import fresh_seed
 from .permutation import ordered_indices
 from .repeat import draw_indices
 
@@ -137,7 +137,7 @@ def shuffle_range(
     [1, 2, 3, 4, 5]
     """
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = fresh_seed()
     n = hi - lo + 1
     if n < 0:
         raise KxError("invalid input range: HI is below LO")
@@ -177,7 +177,7 @@ def shuffle_echo(
     2
     """
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = fresh_seed()
     sep = b"\0" if zero_terminated else b"\n"
     lines = [a if isinstance(a, bytes) else os.fsencode(a) for a in args]
     n = len(lines)

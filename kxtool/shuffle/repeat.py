@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from ..textio import (
     stdin_as_file,
     temp_dir,
 )
-from .keys import record_keys
+from .keys import fresh_seed, record_keys
 from .output import _Writer
 from .permutation import count_records
 from .plan import MAX_BLOCK
@@ -121,7 +120,7 @@ def repeat_files(
         raise KxError("-n/--head-count must not be negative")
     paths, output, budget = _checked_call(inputs, output, memory, header, shards)
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = fresh_seed()
     sep = b"\0" if zero_terminated else b"\n"
     with contextlib.ExitStack() as stack:
         if STDIO in paths:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -38,7 +37,7 @@ from ..textio import (
     os_error,
     stdin_as_file,
 )
-from .keys import _order, _round_keys, record_keys
+from .keys import _order, _round_keys, fresh_seed, record_keys
 from .output import _Writer
 from .permutation import _write_npy, count_records, record_indices
 from .plan import default_jobs
@@ -497,7 +496,7 @@ def sample_files(
         raise KxError("-n/--head-count must not be negative")
     paths, output, budget = _checked_call(inputs, output, memory, header, shards)
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = fresh_seed()
     sep = b"\0" if zero_terminated else b"\n"
     if jobs is None:
         jobs = default_jobs()
