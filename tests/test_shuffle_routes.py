@@ -111,6 +111,25 @@ def test_stdin_redirected_and_a_pipe_give_the_bytes_of_the_reference(corpus, mem
     assert compressed == corpus["ref"]
 
 
+def test_a_slow_pipe_too_big_for_memory_does_not_hang_the_workers(corpus):
+    # the next block of stdin is read by a thread of its own; the workers are forked while a
+    # read from a slow producer may be waiting, and a child must not inherit the stream's lock
+    # (multiprocessing's children close stdin as they start): reads are settled before a fork
+    producer = (
+        "import sys, time\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "for i in range(0, len(data), 8192):\n"
+        "    sys.stdout.buffer.write(data[i:i + 8192]); sys.stdout.flush(); time.sleep(0.0005)\n"
+    )
+    slow = subprocess.Popen([sys.executable, "-c", producer, corpus["whole"]],
+                            stdout=subprocess.PIPE)
+    out = _cli(["--seed", str(SEED), "--memory", "96K", "--jobs", "2"], stdin=slow.stdout,
+               timeout=120).stdout
+    slow.stdout.close()
+    assert slow.wait() == 0
+    assert out == corpus["ref"]
+
+
 def test_the_cli_on_parts_gives_the_bytes_of_the_reference(corpus):
     out = _cli([*corpus["parts"]["mixed"], "--seed", str(SEED), "--memory", "64K"]).stdout
     assert out == corpus["ref"]

@@ -56,6 +56,9 @@ DISK_SLACK = 16 << 20
 #: :class:`~kxtool.textio.PositionalWriter`): they would only push other files out of it, and the
 #: kernel's write-back would throttle the writer anyway.
 DIRECT_MIN = 256 << 20
+#: Bytes kept free in front of each block the reader reads, for the start of a record that
+#: spans two blocks (a longer one is joined by a copy).
+HEADROOM = 64 << 10
 #: Buffers of chunks already grouped that the reader keeps for its next reads.
 SPARE_BUFFERS = 2
 #: Threads that write an output ordered in memory, and the size of each of their writes

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import stat
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +25,7 @@ from ..textio import (
     open_filler,
     os_error,
 )
-from .plan import MAX_BLOCK, RECORD_REST, SPARE_BUFFERS
+from .plan import HEADROOM, MAX_BLOCK, RECORD_REST, SPARE_BUFFERS
 from .runs import _pread_into
 
 
@@ -41,6 +45,88 @@ class _Chunk:
         """Memory the records take while they wait (their bytes and their ends, later their
         keys and lengths)."""
         return self.nbytes + RECORD_REST * self.count
+
+
+class _ReadAhead:
+    """A daemon thread that fills the buffers it is asked to (``fill(buf)`` -> bytes read),
+    one at a time, in order. It is a daemon so that an interrupted run never waits for it:
+    a read from a pipe or a terminal that gets no more data would block it for good.
+
+    Before this process forks (the shuffle's workers), every read in flight is waited for:
+    a forked child must not inherit the lock of a stream this thread is reading, such as
+    stdin's, which multiprocessing's children close as they start."""
+
+    def __init__(self, fill: Callable[[np.ndarray], int]) -> None:
+        self.fill = fill
+        self.requests: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[tuple[np.ndarray, int, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self.asked = 0  # reads asked for and not taken yet
+        self.stash: list[tuple[np.ndarray, int, BaseException | None]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True, name="kxtool-read")
+        self.thread.start()
+        _READING.add(self)
+
+    def _run(self) -> None:
+        while True:
+            buf = self.requests.get()
+            if buf is None:
+                return
+            try:
+                self.results.put((buf, self.fill(buf), None))
+            except BaseException as e:  # handed to the reader, raised there
+                self.results.put((buf, 0, e))
+                return
+
+    def ask(self, buf: np.ndarray) -> None:
+        """Read into ``buf`` next."""
+        self.asked += 1
+        self.requests.put(buf)
+
+    def take(self) -> tuple[np.ndarray, int]:
+        """The next buffer asked for, and the bytes read into it (0 at the end)."""
+        buf, got, error = self.stash.pop(0) if self.stash else self.results.get()
+        self.asked -= 1
+        if error is not None:
+            raise error
+        return buf, got
+
+    def settle(self) -> None:
+        """Wait until no read is in flight (what was read is kept for :meth:`take`)."""
+        while len(self.stash) < self.asked and self.thread.is_alive():
+            self.stash.append(self.results.get())
+
+    def stop(self, wait: bool) -> None:
+        """Let the thread end once it is done with what it is reading; with ``wait``, wait
+        for that (before its input is closed: a file's read ends soon, a pipe's may not)."""
+        _READING.discard(self)
+        self.requests.put(None)
+        if wait:
+            self.thread.join()
+
+
+_READING: weakref.WeakSet[_ReadAhead] = weakref.WeakSet()
+
+
+def _settle_reads() -> None:
+    for ahead in list(_READING):
+        ahead.settle()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_settle_reads)
+
+
+def _may_block(path: str) -> bool:
+    """Whether reading ``path`` may wait for ever: stdin, a pipe, a terminal."""
+    if path == STDIO:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True
+    return not (stat.S_ISREG(mode) or stat.S_ISBLK(mode))
 
 
 def _last_end(buf: np.ndarray, lo: int, hi: int, sep: int) -> int:
@@ -74,7 +160,9 @@ class _Reader:
         self.sep_byte = sep[0]
         self.header_wanted = header
         self.header: list[bytes] = []
-        self.block = max(256, min(MAX_BLOCK, block, max_record))
+        # ``block`` is what reading may hold: two blocks of half of it, one being scanned
+        # and the next being read (see _raw_chunks)
+        self.block = max(256, min(MAX_BLOCK, block, max_record) // 2)
         self.max_record = max_record
         self.progress = progress
         self.total = total
@@ -107,43 +195,61 @@ class _Reader:
         )
 
     def _raw_chunks(self, path: str) -> Iterator[_Chunk]:
+        """The chunks of one input. The next block is read (and decompressed) by a thread
+        of its own while this one scans the last: into a buffer that keeps
+        :data:`HEADROOM` bytes free in front, where the start of a record that spans the
+        two blocks is put, so that a block is never copied to join it."""
         sep = self.sep_byte
+        block = self.block
+        room = min(HEADROOM, block)
         carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
         seen = 0  # records of this input so far
         with open_filler(path) as fill:
-            while True:
-                kept = len(carry)
-                buf = self._buffer(kept + self.block)
-                buf[:kept] = carry
-                got = fill(memoryview(buf)[kept : kept + self.block])
-                if got == 0:
-                    break
-                self.bytes_read += got
-                if self.progress is not None:
-                    self.progress("reading", self.bytes_read, self.total)
-                size = kept + got
-                cut = _last_end(buf, kept, size, sep)  # the carried part holds no separator
-                if cut == 0:
-                    carry = buf[:size]
-                    if size > self.max_record:
+            ahead = _ReadAhead(lambda buf: fill(memoryview(buf)[room : room + block]))
+            ahead.ask(self._buffer(room + block))
+            try:
+                while True:
+                    buf, got = ahead.take()
+                    if got == 0:
+                        break
+                    ahead.ask(self._buffer(room + block))
+                    self.bytes_read += got
+                    if self.progress is not None:
+                        self.progress("reading", self.bytes_read, self.total)
+                    kept = len(carry)
+                    if kept <= room:
+                        region = buf[room - kept : room + got]
+                        region[:kept] = carry
+                    else:  # a long record spans the blocks: joined by a copy
+                        region = np.empty(kept + got, dtype=np.uint8)
+                        region[:kept] = carry
+                        region[kept:] = buf[room : room + got]
+                    del buf
+                    size = kept + got
+                    cut = _last_end(region, kept, size, sep)  # the carried part has no separator
+                    if cut == 0:
+                        carry = region
+                        if size > self.max_record:
+                            raise self._too_big(path, seen + 1)
+                        continue
+                    if kept and _last_end(region, kept, min(size, self.max_record + 1), sep) == 0:
                         raise self._too_big(path, seen + 1)
-                    continue
-                if kept and _last_end(buf, kept, min(size, self.max_record + 1), sep) == 0:
-                    raise self._too_big(path, seen + 1)
-                data = buf[:cut]
-                if self.keep_ends:
-                    ends = record_ends(data, sep)
-                    yield _Chunk(data, len(ends), ends)
-                    count = len(ends)
-                    del ends
-                else:
-                    count = count_separators(data, sep)
-                    yield _Chunk(data, count)
-                seen += count
-                carry = buf[cut:size].copy()
-                del buf, data
-                if len(carry) > self.max_record:
-                    raise self._too_big(path, seen + 1)
+                    data = region[:cut]
+                    if self.keep_ends:
+                        ends = record_ends(data, sep)
+                        yield _Chunk(data, len(ends), ends)
+                        count = len(ends)
+                        del ends
+                    else:
+                        count = count_separators(data, sep)
+                        yield _Chunk(data, count)
+                    seen += count
+                    carry = region[cut:size].copy()
+                    del region, data
+                    if len(carry) > self.max_record:
+                        raise self._too_big(path, seen + 1)
+            finally:
+                ahead.stop(wait=not _may_block(path))
         if len(carry):
             last = np.empty(len(carry) + 1, dtype=np.uint8)
             last[:-1] = carry

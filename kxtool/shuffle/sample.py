@@ -542,8 +542,8 @@ def _sample_paths(
                     head = _scan_ranges(paths, sep, header, sample, seed, budget // 4, jobs,
                                         total, guess, progress, _block(budget))
                 else:
-                    reader = _Reader(paths, sep, header, _block(budget), budget // 4, progress,
-                                     total)
+                    reader = _Reader(paths, sep, header, 2 * _block(budget), budget // 4,
+                                     progress, total)
                     # the reading thread only counts (it is what a pipe waits for); the scan
                     # threads find the records' ends themselves
                     reader.keep_ends = False
