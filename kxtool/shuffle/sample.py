@@ -141,24 +141,22 @@ class _Sample:
     def candidates(
         self,
         data: np.ndarray,
-        ends: np.ndarray | None,
         count: int,
         start: int,
         seed: int,
         max_record: int,
     ) -> tuple[_Part | None, int]:
-        """The candidates among the ``count`` records of ``data`` (whole records, ending at
-        ``ends`` when they were found already; the first of index ``start``) and how many
-        records the threshold left out. Touches nothing of the sample but reads its threshold
-        (a stale one only lets more records through), so threads may run it."""
+        """The candidates among the ``count`` records of ``data`` (whole records, the first of
+        index ``start``) and how many records the threshold left out. Touches nothing of the
+        sample but reads its threshold (a stale one only lets more records through), so
+        threads may run it."""
         if self.n == 0 or count == 0:
             return None, 0
         threshold, guessed = self.threshold, self.guessed
         if threshold is not None and _native is not None:
             # the separators found, the keys made and compared in one pass of the kernel
             return self._native_candidates(data, count, start, seed, max_record, threshold)
-        if ends is None:
-            ends = record_ends(data, self.sep)
+        ends = record_ends(data, self.sep)
         starts = starts_of(ends)
         lengths = ends - starts
         if int(lengths.max()) - 1 > max_record:
@@ -348,8 +346,8 @@ def _scan(
         if total is not None and sample.threshold is None and seen_bytes >= GUESS_AFTER:
             sample.guess(int(total * sample.seen / seen_bytes))
 
-    def scan(data: np.ndarray, ends: np.ndarray | None, n: int, first: int):  # type: ignore[no-untyped-def]
-        part, left = sample.candidates(data, ends, n, first, seed, max_record)
+    def scan(data: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
+        part, left = sample.candidates(data, n, first, seed, max_record)
         return part, n, left, len(data)
 
     with ThreadPoolExecutor(max(1, jobs)) as ex, ThreadPoolExecutor(1) as collector:
@@ -357,8 +355,7 @@ def _scan(
         try:
             for chunk in reader.chunks():
                 n = chunk.count
-                pending.append(collector.submit(taken, ex.submit(scan, chunk.data, chunk.ends,
-                                                                 n, start)))
+                pending.append(collector.submit(taken, ex.submit(scan, chunk.data, n, start)))
                 start += n
                 del chunk
                 while len(pending) > 2 * jobs or (pending and pending[0].done()):
@@ -412,7 +409,7 @@ def _scan_ranges(
         return data, count_separators(data, sep_byte)  # the scan finds where they end
 
     def scan(data: np.ndarray, count: int, start: int):  # type: ignore[no-untyped-def]
-        return sample.candidates(data, None, count, start, seed, max_record)
+        return sample.candidates(data, count, start, seed, max_record)
 
     start = seen_bytes = 0
     ranges = plan.ranges()

@@ -65,6 +65,20 @@ class _Output:
     existed: bool = True  # (URLs) the target object was there before
 
 
+def _open_staged(fd: int, tmp: str, size: int | None, name: str) -> BinaryIO:
+    """The temporary file ``tmp`` (open as ``fd``) as a buffered binary file, ``size`` bytes
+    reserved when given (errors name ``name``); on any failure it is closed and removed."""
+    try:
+        if size:
+            preallocate(fd, size, name)
+        return os.fdopen(fd, "wb", buffering=1 << 20)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 class AtomicOutputs:
     """A set of outputs written together; ``-`` is stdout.
 
@@ -135,15 +149,7 @@ class AtomicOutputs:
             fd, tmp = tempfiles.make_temp_file(directory, base)
         except OSError as e:
             raise os_error(e, p, "cannot write") from None
-        try:
-            if size and kind is None:
-                preallocate(fd, size, p)
-            f = os.fdopen(fd, "wb", buffering=1 << 20)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        f = _open_staged(fd, tmp, size if kind is None else None, p)
         out = _Output(f, _compressor(f, kind), tmp, target, name, st is not None)
         self._open.append(out)
         return _Reporting(out.comp or f, p)  # type: ignore[return-value]
@@ -161,15 +167,7 @@ class AtomicOutputs:
         except OSError as e:
             raise os_error(e, directory, "cannot create a temporary file in") from None
         kind = compression_for_name(url)
-        try:
-            if size and kind is None:
-                preallocate(fd, size, directory)
-            f = os.fdopen(fd, "wb", buffering=1 << 20)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        f = _open_staged(fd, tmp, size if kind is None else None, directory)
         out = _Output(f, _compressor(f, kind), tmp, url, url, False, url=True, existed=existed)
         self._open.append(out)
         return _Reporting(out.comp or f, url)  # type: ignore[return-value]
