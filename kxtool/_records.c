@@ -17,6 +17,10 @@
  *                                            the records grouped into piles by them (see there)
  * select_scan(data, sep, first, a, b, c, threshold, ...)  the records of data whose key is
  *                                            below threshold (the sample's candidates)
+ * gather_where(sources, where, lengths, order, out)   gather from records in several buffers
+ *                                            (an input read through a memory mapping)
+ * guard_bus(message)                         a SIGBUS (a mapped file that shrank) ends the
+ *                                            process with message and exit status 1
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -253,23 +257,35 @@ static inline uint64_t record_key(uint64_t x, uint64_t a, uint64_t b, uint64_t c
 }
 
 /* group(data, ends, first, a, b, c, shift, bits, out_data, out_keys, out_lengths, counts,
- *       sizes)
+ *       sizes[, base])
  * Keys the records of data (ending at ends; record i has index first + i) and groups them
  * into 2**bits piles by key bits [shift, shift + bits) counted from the top: out_data holds
  * their bytes pile after pile, out_keys and out_lengths their keys and lengths alike, each
  * pile's records in input order; counts and sizes (int64, 2**bits) the records and bytes of
  * each pile. What runs.py does with record_keys, an argsort, two bincounts and a gather, in
- * one pass over the keys and one over the bytes. */
+ * one pass over the keys and one over the bytes.
+ *
+ * With base (an int), out_data is instead a uint64 array with an item per record: where each
+ * record is (base + its offset in data, see gather_where), grouped like the keys; the bytes
+ * stay where they are. */
 static PyObject *group(PyObject *self, PyObject *args) {
     PyObject *data_obj, *ends_obj, *od_obj, *ok_obj, *ol_obj, *counts_obj, *sizes_obj;
+    PyObject *base_obj = Py_None;
     unsigned long long first, a, b, c;
     int shift, bits;
-    if (!PyArg_ParseTuple(args, "OOKKKKiiOOOOO", &data_obj, &ends_obj, &first, &a, &b, &c,
-                          &shift, &bits, &od_obj, &ok_obj, &ol_obj, &counts_obj, &sizes_obj))
+    if (!PyArg_ParseTuple(args, "OOKKKKiiOOOOO|O", &data_obj, &ends_obj, &first, &a, &b, &c,
+                          &shift, &bits, &od_obj, &ok_obj, &ol_obj, &counts_obj, &sizes_obj,
+                          &base_obj))
         return NULL;
     if (shift < 0 || bits < 0 || bits > 30 || shift + bits > 64) {
         PyErr_SetString(PyExc_ValueError, "pile bits out of range");
         return NULL;
+    }
+    int positions = base_obj != Py_None;
+    uint64_t base = 0;
+    if (positions) {
+        base = PyLong_AsUnsignedLongLong(base_obj);
+        if (PyErr_Occurred()) return NULL;
     }
     Py_buffer data, ends, od, ok, ol, cnt, siz;
     int got = 0;
@@ -277,7 +293,7 @@ static PyObject *group(PyObject *self, PyObject *args) {
     got = 1;
     if (get_buffer(ends_obj, &ends, 0, 8, "ends") < 0) goto done;
     got = 2;
-    if (get_buffer(od_obj, &od, 1, 0, "out_data") < 0) goto done;
+    if (get_buffer(od_obj, &od, 1, positions ? 8 : 0, "out_data") < 0) goto done;
     got = 3;
     if (get_buffer(ok_obj, &ok, 1, 8, "out_keys") < 0) goto done;
     got = 4;
@@ -291,7 +307,7 @@ static PyObject *group(PyObject *self, PyObject *args) {
     Py_ssize_t n = ends.len / 8, piles = (Py_ssize_t)1 << bits;
     const int64_t *e = ends.buf;
     const char *error = NULL;
-    if (od.len != data.len || ok.len != n * 8 || ol.len != n * 8)
+    if (od.len != (positions ? n * 8 : data.len) || ok.len != n * 8 || ol.len != n * 8)
         error = "outputs of the wrong size";
     else if (cnt.len != piles * 8 || siz.len != piles * 8)
         error = "counts and sizes must have 2**bits items";
@@ -311,6 +327,7 @@ static PyObject *group(PyObject *self, PyObject *args) {
         int64_t *lengths = ol.buf;
         const char *src = data.buf;
         char *dst = od.buf;
+        uint64_t *where = od.buf;
         Py_BEGIN_ALLOW_THREADS
         memset(counts, 0, (size_t)piles * 8);
         memset(sizes, 0, (size_t)piles * 8);
@@ -340,8 +357,12 @@ static PyObject *group(PyObject *self, PyObject *args) {
                 int64_t at = kpos[p]++;
                 keys[at] = record_key((uint64_t)first + (uint64_t)i, a, b, c);
                 lengths[at] = len;
-                memcpy(dst + dpos[p], src + prev, (size_t)len);
-                dpos[p] += len;
+                if (positions) {
+                    where[at] = base + (uint64_t)prev;
+                } else {
+                    memcpy(dst + dpos[p], src + prev, (size_t)len);
+                    dpos[p] += len;
+                }
                 prev = end;
             }
         }
@@ -362,6 +383,154 @@ done:
     if (error) {
         PyErr_SetString(PyExc_ValueError, error);
         return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* gather_where(sources, where, lengths, order, out) -> bytes copied
+ * As gather, for records that lie in several buffers: record i is lengths[i] bytes at offset
+ * where[i] & (2**WHERE_BITS - 1) of sources[where[i] >> WHERE_BITS] (a sequence of buffers;
+ * where is uint64, lengths and order int64, order None for every record in turn). */
+#define WHERE_BITS 40
+static PyObject *gather_where(PyObject *self, PyObject *args) {
+    PyObject *sources_obj, *where_obj, *lengths_obj, *order_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOOO", &sources_obj, &where_obj, &lengths_obj, &order_obj,
+                          &out_obj))
+        return NULL;
+    PyObject *seq = PySequence_Fast(sources_obj, "sources must be a sequence of buffers");
+    if (!seq) return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq), held = 0;
+    Py_buffer *src = PyMem_Calloc((size_t)(m ? m : 1), sizeof(Py_buffer));
+    const char **base = PyMem_Calloc((size_t)(m ? m : 1), sizeof(char *));
+    Py_ssize_t *size = PyMem_Calloc((size_t)(m ? m : 1), sizeof(Py_ssize_t));
+    Py_buffer where, lengths, order, out;
+    int have_order = order_obj != Py_None, got = 0;
+    PyObject *result = NULL;
+    if (!src || !base || !size) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; held < m; held++) {
+        if (get_buffer(PySequence_Fast_GET_ITEM(seq, held), &src[held], 0, 0, "sources") < 0)
+            goto done;
+        base[held] = src[held].buf;
+        size[held] = src[held].len;
+    }
+    if (get_buffer(where_obj, &where, 0, 8, "where") < 0) goto done;
+    got = 1;
+    if (get_buffer(lengths_obj, &lengths, 0, 8, "lengths") < 0) goto done;
+    got = 2;
+    if (have_order && get_buffer(order_obj, &order, 0, 8, "order") < 0) goto done;
+    got = 3;
+    if (get_buffer(out_obj, &out, 1, 0, "out") < 0) goto done;
+    got = 4;
+
+    Py_ssize_t n = where.len / 8;
+    Py_ssize_t count = have_order ? order.len / 8 : n;
+    const uint64_t *w = where.buf;
+    const int64_t *l = lengths.buf, *idx = have_order ? order.buf : NULL;
+    const uint64_t mask = ((uint64_t)1 << WHERE_BITS) - 1;
+    char *dst = out.buf;
+    Py_ssize_t olen = out.len, at = 0;
+    const char *error = NULL;
+    if (lengths.len != where.len) error = "where and lengths differ in length";
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; !error && k < count; k++) {
+        int64_t i = idx ? idx[k] : k;
+        if (k + AHEAD < count) {
+            int64_t j = idx ? idx[k + AHEAD] : k + AHEAD;
+            if (j >= 0 && j < n) {
+                uint64_t s = w[j] >> WHERE_BITS, o = w[j] & mask;
+                if (s < (uint64_t)m && o < (uint64_t)size[s]) __builtin_prefetch(base[s] + o);
+            }
+            if (idx && k + 2 * AHEAD < count) {
+                int64_t j2 = idx[k + 2 * AHEAD];
+                if (j2 >= 0 && j2 < n) {
+                    __builtin_prefetch(w + j2);
+                    __builtin_prefetch(l + j2);
+                }
+            }
+        }
+        if (i < 0 || i >= n) { error = "order holds an index out of range"; break; }
+        uint64_t s = w[i] >> WHERE_BITS, o = w[i] & mask;
+        int64_t len = l[i];
+        if (s >= (uint64_t)m || len < 0 || o > (uint64_t)size[s] ||
+            (uint64_t)len > (uint64_t)size[s] - o) {
+            error = "a record lies outside its source";
+            break;
+        }
+        if (len > olen - at) { error = "out is too small"; break; }
+        memcpy(dst + at, base[s] + o, (size_t)len);
+        at += len;
+    }
+    Py_END_ALLOW_THREADS
+    if (error)
+        PyErr_SetString(PyExc_ValueError, error);
+    else
+        result = PyLong_FromSsize_t(at);
+done:
+    if (got > 3) PyBuffer_Release(&out);
+    if (got > 2 && have_order) PyBuffer_Release(&order);
+    if (got > 1) PyBuffer_Release(&lengths);
+    if (got > 0) PyBuffer_Release(&where);
+    for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&src[i]);
+    PyMem_Free(src);
+    PyMem_Free(base);
+    PyMem_Free(size);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* guard_bus(message or None)
+ * A file that is read through a memory mapping and shrinks meanwhile (another program
+ * truncates it) makes the next read of a page past its new end a SIGBUS, which would kill
+ * the process without a word. With a message (bytes), a SIGBUS from then on writes it to
+ * stderr and ends the process with exit status 1 (what else could go on: the bytes are gone);
+ * with None, the handler that was there before is put back. */
+#include <signal.h>
+#include <unistd.h>
+static char bus_message[1024];
+static size_t bus_length = 0;
+static struct sigaction bus_previous;
+static int bus_installed = 0;
+
+static void on_bus(int signum) {
+    (void)signum;
+    size_t done = 0;
+    while (done < bus_length) {
+        ssize_t w = write(2, bus_message + done, bus_length - done);
+        if (w <= 0) break;
+        done += (size_t)w;
+    }
+    _exit(1);
+}
+
+static PyObject *guard_bus(PyObject *self, PyObject *args) {
+    PyObject *message;
+    if (!PyArg_ParseTuple(args, "O", &message)) return NULL;
+    if (message == Py_None) {
+        if (bus_installed) {
+            sigaction(SIGBUS, &bus_previous, NULL);
+            bus_installed = 0;
+        }
+        Py_RETURN_NONE;
+    }
+    char *text;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(message, &text, &len) < 0) return NULL;
+    if (len > (Py_ssize_t)sizeof(bus_message)) len = sizeof(bus_message);
+    memcpy(bus_message, text, (size_t)len);
+    bus_length = (size_t)len;
+    if (!bus_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_bus;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGBUS, &sa, &bus_previous) != 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return NULL;
+        }
+        bus_installed = 1;
     }
     Py_RETURN_NONE;
 }
@@ -457,6 +626,8 @@ static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "Copy records in the given order into out."},
     {"group", group, METH_VARARGS, "Key records and group them into piles by key bits."},
     {"select_scan", select_scan, METH_VARARGS, "select() over records found by a scan."},
+    {"gather_where", gather_where, METH_VARARGS, "gather() from records in several buffers."},
+    {"guard_bus", guard_bus, METH_VARARGS, "Exit with a message on SIGBUS (or stop that)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["record_ends", "count_separators", "starts_of", "gather", "aligned_empty"]
+__all__ = [
+    "record_ends", "count_separators", "starts_of", "gather", "gather_where", "aligned_empty",
+    "WHERE_BITS",
+]
 
 #: Bytes a sub-batch of the fixed-width copy aims at (its temporary stays in cache).
 _BATCH_BYTES = 1 << 20
@@ -31,6 +34,10 @@ _BATCH_BYTES = 1 << 20
 _MAX_WIDTH = 4096
 #: Share of records that may fall back to the one-by-one copy when ``W`` is chosen.
 _LONG_SHARE = 0.02
+
+#: Low bits of a record's position (see :func:`gather_where`) that hold its offset in its
+#: source; the bits above them number the source.
+WHERE_BITS = 40
 
 _ordered_assign: bool | None = None
 
@@ -177,6 +184,49 @@ def gather(
         ):
             mo[i : i + length] = md[s : s + length]
     return out[:total]
+
+
+def gather_where(
+    sources: list[np.ndarray],
+    where: np.ndarray,
+    lengths: np.ndarray,
+    order: np.ndarray | None = None,
+    phase: int | None = None,
+) -> np.ndarray:
+    """As :func:`gather`, for records that lie in several buffers: record ``i`` is
+    ``lengths[i]`` bytes at offset ``where[i] % 2**WHERE_BITS`` of source number
+    ``where[i] >> WHERE_BITS`` (a uint64 position; see :func:`where_of`)."""
+    where = np.ascontiguousarray(where, dtype=np.uint64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if order is not None:
+        order = np.ascontiguousarray(order, dtype=np.int64)
+    total = int((lengths if order is None else lengths[order]).sum())
+    out = np.empty(total, dtype=np.uint8) if phase is None else aligned_empty(total, phase)
+    if _native is not None and all(_native_ok(s) for s in sources):
+        _native.gather_where(sources, where, lengths, order, out)
+        return out
+    # without the kernel: record by record (nothing calls this on a hot path without it)
+    if order is not None:
+        where, lengths = where[order], lengths[order]
+    mask = np.uint64((1 << WHERE_BITS) - 1)
+    source = (where >> np.uint64(WHERE_BITS)).tolist()
+    offset = (where & mask).tolist()
+    views = [memoryview(s).cast("B") for s in sources]
+    mo = memoryview(out)
+    at = 0
+    for s, o, n in zip(source, offset, lengths.tolist(), strict=True):
+        if s >= len(views) or n < 0 or o + n > len(views[s]):
+            raise ValueError("a record lies outside its source")
+        mo[at : at + n] = views[s][o : o + n]
+        at += n
+    return out
+
+
+def where_of(source: int, offset: int) -> int:
+    """The position (see :func:`gather_where`) of byte ``offset`` of source ``source``."""
+    if offset >> WHERE_BITS:
+        raise ValueError("an offset too large for a record position")
+    return (source << WHERE_BITS) | offset
 
 
 def _gather_by_length(

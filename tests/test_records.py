@@ -194,3 +194,44 @@ def test_record_ends_of_a_view_counts_only_the_view():
     data = np.frombuffer(b"a\nb\nc\nd\n" * 100, dtype=np.uint8)
     part = data[3:401]
     assert np.array_equal(record_ends(part, 10), np.flatnonzero(part == 10) + 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(record, max_size=20), min_size=1, max_size=4),
+    st.randoms(use_true_random=False),
+)
+def test_gather_where_takes_records_from_several_sources_in_any_order(sources, rnd):
+    from kxtool.records import gather_where, where_of
+
+    buffers = [_buffer(items) for items in sources]
+    where, lengths, items = [], [], []
+    for s, records in enumerate(sources):
+        at = 0
+        for x in records:
+            where.append(where_of(s, at))
+            lengths.append(len(x) + 1)
+            items.append(x)
+            at += len(x) + 1
+    order = list(range(len(items)))
+    rnd.shuffle(order)
+    w = np.array(where, dtype=np.uint64)
+    n = np.array(lengths, dtype=np.int64)
+    got = gather_where(buffers, w, n, np.array(order, dtype=np.int64), phase=123)
+    assert got.tobytes() == _python_gather(items, order)
+    assert not len(got) or got.ctypes.data % 4096 == 123
+    assert gather_where(buffers, w, n).tobytes() == _python_gather(items, range(len(items)))
+
+
+def test_gather_where_refuses_records_outside_their_source():
+    from kxtool.records import gather_where, where_of
+
+    a, b = _buffer([b"ab", b"cd"]), _buffer([b"xyz"])
+    ok = gather_where([a, b], np.array([where_of(1, 0), where_of(0, 3)], np.uint64),
+                      np.array([4, 3], np.int64))
+    assert ok.tobytes() == b"xyz\ncd\n"
+    for where, length in [(where_of(1, 1), 4), (where_of(2, 0), 1), (where_of(0, 7), 0)]:
+        with pytest.raises(ValueError, match="outside"):
+            gather_where([a, b], np.array([where], np.uint64), np.array([length], np.int64))
+    with pytest.raises(ValueError):
+        where_of(0, 1 << rec.WHERE_BITS)

@@ -1,5 +1,7 @@
 """An input that fits in memory: grouped by threads while it is read (kxtool/shuffle/memory.py),
-and moved to disk when a file that looked as if it would fit does not."""
+and moved to disk when a file that looked as if it would fit does not. Plain files that fit are
+mapped rather than read (kxtool/shuffle/reading.py): the same bytes come out, and a file that
+shrinks meanwhile is a one-line error."""
 
 from __future__ import annotations
 
@@ -161,3 +163,174 @@ def test_the_grouping_kernel_refuses_ends_that_do_not_describe_the_data():
             call(bad)
     with pytest.raises(ValueError):
         call([3, 6], out=5)
+
+
+NATIVE_ONLY = pytest.mark.skipif(
+    runs_module._records_native is None, reason="kxtool/_records.c not built"
+)
+
+
+@pytest.fixture
+def mapped(monkeypatch):
+    """Count the inputs mapped (rather than read) and the piles written from their mapping."""
+    seen = {"maps": 0, "piles": 0}
+    real_map = reading._Reader._map
+
+    def spy_map(self, path):  # type: ignore[no-untyped-def]
+        got = real_map(self, path)
+        seen["maps"] += got is not None
+        return got
+
+    from kxtool.shuffle import output
+
+    real_emit = output._emit_positions
+
+    def spy_emit(*args):  # type: ignore[no-untyped-def]
+        seen["piles"] += 1
+        return real_emit(*args)
+
+    monkeypatch.setattr(reading._Reader, "_map", spy_map)
+    monkeypatch.setattr(output, "_emit_positions", spy_emit)
+    return seen
+
+
+def _shuffled(tmp_path, inputs, name, **kw):  # type: ignore[no-untyped-def]
+    out = tmp_path / name
+    r = shuffle_files([str(p) for p in inputs], out, seed=SEED, **kw)
+    return r, out
+
+
+@pytest.fixture
+def small_piles(monkeypatch):
+    """Order an input of a few MB in many piles, by two threads."""
+    monkeypatch.setattr(memory, "PILE_SHARE", 0.01)
+    monkeypatch.setattr(memory.plan, "THREAD_MIN", 256 << 10)
+
+
+@NATIVE_ONLY
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_plain_file_that_fits_is_mapped_and_gives_the_bytes_of_the_shuffle(
+    tmp_path, small_blocks, small_piles, mapped, jobs
+):
+    rng = np.random.default_rng(21)
+    lines = _lines(rng, 30_000, 0, 90, b"m")
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(x + b"\n" for x in lines))
+    r, out = _shuffled(tmp_path, [src], "out.txt", memory="64M", jobs=jobs)
+    assert r.in_memory and r.jobs == jobs and mapped["maps"] == 1 and mapped["piles"] > 4
+    assert out.read_bytes() == b"".join(x + b"\n" for x in shuffle_lines(lines, SEED))
+
+
+@NATIVE_ONLY
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"header": 2},
+        {"no_final_newline": True},
+        {"zero_terminated": True},
+        {"shards": 3},
+        {"several": True, "header": 1},
+        {"several": True, "no_final_newline": True, "jobs": 1},
+    ],
+)
+def test_mapped_inputs_give_the_bytes_the_read_route_gives(
+    tmp_path, small_blocks, small_piles, mapped, monkeypatch, case
+):
+    rng = np.random.default_rng(4)
+    sep = b"\0" if case.get("zero_terminated") else b"\n"
+    inputs = []
+    for i, n in enumerate([9000, 0, 3, 5000] if case.get("several") else [12_000]):
+        data = sep.join(_lines(rng, n, 0, 70, b"%d:" % i))
+        if n and not (case.get("no_final_newline") and i % 2 == 0):
+            data += sep
+        p = tmp_path / f"in{i}.txt"
+        p.write_bytes(data)
+        inputs.append(p)
+    kw = {
+        "memory": "64M",
+        "header": case.get("header", 0),
+        "zero_terminated": bool(case.get("zero_terminated")),
+        "jobs": case.get("jobs", 2),
+    }
+    name = "out-{:02d}.txt" if case.get("shards") else "out.txt"
+    r, _ = _shuffled(tmp_path, inputs, name, shards=case.get("shards"), **kw)
+    assert r.in_memory and mapped["maps"] == sum(1 for p in inputs if p.stat().st_size)
+    monkeypatch.setattr(reading._Reader, "_map", lambda self, path: None)
+    read_name = "read-{:02d}.txt" if case.get("shards") else "read.txt"
+    r2, _ = _shuffled(tmp_path, inputs, read_name, shards=case.get("shards"), **kw)
+    assert r2.records == r.records
+    for a, b in zip(sorted(tmp_path.glob("out*.txt")), sorted(tmp_path.glob("read*.txt")),
+                    strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_without_the_kernel_nothing_is_mapped_and_the_bytes_are_the_same(
+    tmp_path, mapped, monkeypatch
+):
+    import kxtool.shuffle as shuffle_package
+
+    rng = np.random.default_rng(9)
+    lines = _lines(rng, 4000, 0, 50, b"k")
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(x + b"\n" for x in lines))
+    monkeypatch.setattr(shuffle_package, "_records_native", None)
+    r, out = _shuffled(tmp_path, [src], "out.txt", memory="64M")
+    assert r.in_memory and mapped["maps"] == 0
+    assert out.read_bytes() == b"".join(x + b"\n" for x in shuffle_lines(lines, SEED))
+
+
+@NATIVE_ONLY
+@pytest.mark.parametrize(("jobs", "budget", "long", "short"), CASES[:2])
+def test_a_mapped_file_that_did_not_fit_after_all_drops_its_pages(
+    tmp_path, small_blocks, moves, mapped, jobs, budget, long, short
+):
+    # as above (long lines, then many short ones), mapped: the runs go to disk and the mapped
+    # pages are let go of as pass 1 reads on
+    rng = np.random.default_rng(jobs + 10)
+    lines = _lines(rng, long, 800, 900, b"L") + _lines(rng, short, 0, 3, b"s")
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(x + b"\n" for x in lines))
+    drops = []
+    real = reading._Reader.unmap_pages
+
+    def spy(self):  # type: ignore[no-untyped-def]
+        drops.append(len(self._maps))
+        return real(self)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(reading._Reader, "unmap_pages", spy):
+        r, out = _shuffled(tmp_path, [src], "out.txt", memory=budget, jobs=jobs,
+                           tmp_dir=tmp_path)
+    assert mapped["maps"] == 1 and moves and drops == [1] and not r.in_memory
+    assert out.read_bytes() == b"".join(x + b"\n" for x in shuffle_lines(lines, SEED))
+
+
+@NATIVE_ONLY
+def test_an_input_that_shrinks_while_it_is_mapped_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(x + b"\n" for x in _lines(rng, 40_000, 10, 80, b"t")))
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"before\n")
+    # another program truncates the input once it has been read, before it is written out
+    code = f"""
+import os, kxtool.shuffle as s
+real = s._drain_to_output
+def drain(*a, **k):
+    os.truncate({str(src)!r}, 0)
+    return real(*a, **k)
+s._drain_to_output = drain
+s.shuffle_files({str(src)!r}, {str(out)!r}, memory="64M", seed=1)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    err = p.stderr.decode()
+    assert err == (
+        f"kxtool: {str(src)!r} shrank while it was read (another program truncated or rewrote"
+        " it); stopped before the output was complete (no output file was replaced)\n"
+    )
+    assert out.read_bytes() == b"before\n"

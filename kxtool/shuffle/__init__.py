@@ -80,7 +80,7 @@ from .plan import (
     default_jobs,
 )
 from .reading import _Chunk, _RangePlan, _Reader
-from .runs import _Runs, _Spiller
+from .runs import _records_native, _Runs, _Spiller
 from .workers import _Pool
 
 __all__ = [
@@ -371,6 +371,14 @@ def _shuffle_paths(
                 runs, pool, outs, output, shards, head, sep, progress, budget, seed
             )
 
+        # plain files that should fit are mapped rather than read: no copy of their bytes is
+        # made until they are ordered, and no fresh memory is taken for them
+        reader.map_files = (
+            known_total is not None
+            and _records_native is not None
+            and known_total <= SURE_FIT * in_memory_limit
+        )
+        tmp_ctx.callback(reader.close_maps)
         # read until the input ends or clearly will not fit in memory; a file that will fit
         # by the records read so far is grouped (by threads) while the rest is read
         chunks = reader.chunks()
@@ -415,6 +423,7 @@ def _shuffle_paths(
             )
             _drain_to_output(runs, budget, writer, threads)
             runs.remove()
+            reader.close_maps()
             return ShuffleResult(
                 seed,
                 reader.records,
@@ -439,6 +448,7 @@ def _shuffle_paths(
         else:
             bits = _pile_bits_for(planning_total, per_byte, unit, budget, jobs)
         space = None if known_total is not None else directory
+        reader.unmap_pages()  # mapped bytes are read once more, not kept
         stream = _chain(held, chunks)
         first = 0
         runs = _Runs(directory, sep, 0, bits, "run")
@@ -478,7 +488,9 @@ def _grouper(
     """What groups an input of ``total`` bytes in memory (runs, piles and threads), handing
     the buffers of grouped chunks back to ``reader``."""
     bits, threads = _memory_layout(total, unit, jobs)
-    return _Grouper(_Runs(None, sep, 0, bits, "memory"), seed, threads, reader.recycle)
+    runs = _Runs(None, sep, 0, bits, "memory")
+    runs.sources = reader.sources  # what runs of a mapped input point into
+    return _Grouper(runs, seed, threads, reader.recycle)
 
 
 def _by_parts(paths: list[str], jobs: int, planning_total: int | None, in_memory: int) -> bool:

@@ -54,7 +54,7 @@ class _Grouper:
         self._pending: deque[tuple[_Chunk, Future]] = deque()
 
     def _group(self, chunk: _Chunk, first: int):  # type: ignore[no-untyped-def]
-        return self.runs.group_records(chunk.data, chunk.ends, self.seed, first)
+        return self.runs.group_records(chunk.data, chunk.ends, self.seed, first, chunk.origin)
 
     def add(self, chunk: _Chunk) -> None:
         """Group ``chunk`` (now, or in a thread); the chunk is let go of once it is."""
@@ -90,11 +90,12 @@ class _Grouper:
     def to_disk(self, disk: _Runs) -> None:
         """Move the runs grouped so far into ``disk`` (a run file, any piles), letting go of
         each one in memory once it is written; for an input that did not fit after all."""
-        memory = self.finish().memory
-        memory.reverse()
-        while memory:
-            keys, data, lengths = memory.pop()
+        runs = self.finish()
+        for r in range(len(runs.memory)):
+            keys, data, lengths = runs.run_bytes(r)
+            # let go of it once written (views would keep it)
+            runs.memory[r] = (np.empty(0, np.uint64), np.empty(0, np.uint8), None)
             ends = np.cumsum(lengths) if lengths is not None else None
             disk.spill(data, keys, ends)
             del keys, data, lengths, ends
-
+        runs.memory = []

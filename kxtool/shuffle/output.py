@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import count_separators, gather, record_ends, starts_of
+from ..records import count_separators, gather, gather_where, record_ends, starts_of
 from ..textio import (
     STDIO,
     AtomicOutputs,
@@ -210,6 +210,26 @@ def _emit_ordered(
             at += size
 
 
+def _emit_positions(
+    sources: list[np.ndarray],
+    where: np.ndarray,
+    keys: np.ndarray,
+    lengths: np.ndarray,
+    shift: int,
+    sink: _Sink | _Writer,
+) -> None:
+    """Write the records at ``where`` in ``sources`` (see
+    :func:`~kxtool.records.gather_where`) in increasing key order, where every key shares its
+    top ``shift`` bits: one copy of each record, from wherever it is to its place in the
+    output (measured on the 300 MB benchmark: a fifth less time than joining the pile's
+    records first and ordering the join)."""
+    if len(keys) == 0:
+        return
+    perm = _order(keys, shift)
+    out = gather_where(sources, where, lengths, perm, phase=sink.phase())
+    sink.write(out, lengths[perm])
+
+
 def _drain(
     runs: _Runs,
     budget: int,
@@ -290,8 +310,12 @@ def _drain_threaded(runs: _Runs, budget: int, writer: _Writer, threads: int) -> 
 
     def order(p: int, segments: list, nbytes: int) -> _Collect | _Placed:
         # the pile's segments are joined here, in the thread (runs in memory allow it)
-        data, keys, lengths = runs.read(segments, nbytes)
         sink = _Placed(out, offsets[p]) if out is not None else _Collect()
+        found = runs.positions(segments)
+        if found is not None:  # a mapped input's records, copied once: straight in order
+            _emit_positions(runs.sources, *found, shift, sink)
+            return sink
+        data, keys, lengths = runs.read(segments, nbytes)
         _emit_ordered(data, keys, shift, sep, sink, lengths)
         return sink
 
@@ -340,6 +364,10 @@ def _drain_pile(
 ) -> None:
     shift = runs.shift + runs.bits
     if _work_memory(nbytes, n) <= 0.6 * budget or shift >= 56:
+        found = runs.positions(runs.segments(p))
+        if found is not None:
+            _emit_positions(runs.sources, *found, shift, sink)
+            return
         for data, keys, lengths in runs.pile_parts(p, nbytes):  # one part: the whole pile
             _emit_ordered(data, keys, shift, runs.sep[0], sink, lengths)
         return

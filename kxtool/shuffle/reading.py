@@ -4,6 +4,7 @@ of plain files that workers read themselves."""
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import queue
 import stat
@@ -16,7 +17,8 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import count_separators, record_ends
+from ..records import WHERE_BITS, count_separators, record_ends, where_of
+from ..records import _native as _records_native
 from ..textio import (
     STDIO,
     compression_of,
@@ -36,6 +38,10 @@ class _Chunk:
     data: np.ndarray  # uint8
     count: int  # records
     ends: np.ndarray | None = None  # where each record ends (int64), when found already
+    #: for the bytes of a mapped input (see :meth:`_Reader.sources`): the position of the
+    #: first byte (see :func:`~kxtool.records.gather_where`), which stays valid while the
+    #: shuffle runs; None for bytes read into a buffer of their own
+    origin: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -118,6 +124,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_settle_reads)
 
 
+def _guard_mappings(names: list[str]) -> None:
+    """While ``names`` are mapped, a read of a page that one of them no longer has (another
+    program truncated it) ends the process with a message that names them, instead of a bare
+    SIGBUS; with no names, the default again. The compiled kernel does this; files are only
+    mapped where it is there."""
+    if _records_native is None:  # pragma: no cover - mapping needs the kernel
+        return
+    if not names:
+        _records_native.guard_bus(None)
+        return
+    shown = repr(names[0]) if len(names) == 1 else "one of " + ", ".join(map(repr, names[:4]))
+    if len(names) > 4:
+        shown += ", ..."
+    _records_native.guard_bus(
+        f"kxtool: {shown} shrank while it was read (another program truncated or rewrote it);"
+        " stopped before the output was complete (no output file was replaced)\n".encode(
+            errors="replace"
+        )
+    )
+
+
 def _may_block(path: str) -> bool:
     """Whether reading ``path`` may wait for ever: stdin, a pipe, a terminal."""
     if path == STDIO:
@@ -172,11 +199,22 @@ class _Reader:
         #: those who group the chunk here need them, workers that are sent it do not)
         self.keep_ends = True
         self._spare: list[np.ndarray] = []  # buffers of chunks done with, for later reads
+        #: whether plain files are mapped into memory instead of read (see _mapped_chunks);
+        #: the shuffle sets it where the whole input is expected to fit in memory
+        self.map_files = False
+        #: what the chunks of mapped inputs lie in, numbered as in their origin: each mapped
+        #: file, and the last record of one that lacks its final separator (with it added)
+        self.sources: list[np.ndarray] = []
+        self._maps: list[mmap.mmap] = []
+        self._mapped_names: list[str] = []
+        self._drop_pages = False
 
     def recycle(self, chunk: _Chunk) -> None:
         """Take back the buffer of a chunk that nothing refers to any more, for a later read:
         its pages are in memory already, so that read costs a copy and no fresh pages (which
         the reading thread would otherwise fault in, one by one)."""
+        if chunk.origin is not None:  # a mapped file's bytes, not a buffer of ours
+            return
         buf = chunk.data.base
         if isinstance(buf, np.ndarray) and buf.base is None and len(self._spare) < SPARE_BUFFERS:
             self._spare.append(buf)
@@ -194,11 +232,117 @@ class _Reader:
             f"budget ({format_size(self.max_record)}); raise --memory"
         )
 
+    def _map(self, path: str) -> tuple[np.ndarray, mmap.mmap] | None:
+        """``path`` mapped into memory, read-only, as a uint8 array (None where it cannot be:
+        not a regular uncompressed file, empty, or a file system without mappings)."""
+        if compression_of(path) is not None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise os_error(e, path) from None
+        try:
+            size = os.fstat(fd).st_size
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or size == 0 or size >> WHERE_BITS:
+                return None
+            m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            m.madvise(mmap.MADV_WILLNEED)
+        self._maps.append(m)
+        self._mapped_names.append(display_name(path))
+        _guard_mappings(self._mapped_names)
+        whole = np.frombuffer(m, dtype=np.uint8)
+        self.sources.append(whole)
+        return whole, m
+
+    def _mapped_chunks(self, path: str, whole: np.ndarray, m: mmap.mmap) -> Iterator[_Chunk]:
+        """The chunks of a mapped input: views of the mapping, cut after the last separator of
+        each block, so that no byte is copied (but the last record when it lacks its
+        separator, which is put into a buffer of its own with one)."""
+        sep = self.sep_byte
+        source = len(self.sources) - 1
+        block = 2 * self.block
+        size = len(whole)
+        pos = seen = 0
+        while pos < size:
+            hi = min(size, pos + block)
+            cut = _last_end(whole, pos, hi, sep)
+            while cut == 0 and hi < size:  # a record longer than a block
+                if hi - pos > self.max_record:
+                    raise self._too_big(path, seen + 1)
+                hi = min(size, hi + block)
+                cut = _last_end(whole, pos, hi, sep)
+            if cut == 0:  # the last record, without its separator
+                if size - pos > self.max_record:
+                    raise self._too_big(path, seen + 1)
+                last = np.empty(size - pos + 1, dtype=np.uint8)
+                last[:-1] = whole[pos:]
+                last[-1] = sep
+                self.sources.append(last)
+                self.bytes_read += size - pos
+                yield _Chunk(
+                    last, 1, np.array([len(last)], dtype=np.int64),
+                    where_of(len(self.sources) - 1, 0),
+                )
+                return
+            if hi - pos > block and _last_end(
+                whole, pos, min(cut, pos + self.max_record + 1), sep
+            ) == 0:
+                raise self._too_big(path, seen + 1)
+            data = whole[pos:cut]
+            self.bytes_read += cut - pos
+            if self.progress is not None:
+                self.progress("reading", self.bytes_read, self.total)
+            if self.keep_ends:
+                ends = record_ends(data, sep)
+                count = len(ends)
+                yield _Chunk(data, count, ends, where_of(source, pos))
+                del ends
+            else:
+                count = count_separators(data, sep)
+                yield _Chunk(data, count, None, where_of(source, pos))
+            seen += count
+            if self._drop_pages:
+                start = pos - pos % mmap.PAGESIZE
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_DONTNEED, start, cut - start)
+            pos = cut
+            del data
+
+    def unmap_pages(self) -> None:
+        """Drop the pages of the mapped inputs from this process, now and after each chunk
+        from here on (for an input that did not fit after all: its bytes are read to be
+        written to runs on disk, and must not stay in memory). Their bytes stay readable: a
+        later read maps them in again."""
+        self._drop_pages = True
+        for m in self._maps:
+            with contextlib.suppress(OSError, ValueError):
+                m.madvise(mmap.MADV_DONTNEED)
+
+    def close_maps(self) -> None:
+        """Let go of the mapped inputs (what still refers to their bytes keeps them mapped
+        until it is gone; nothing may read them after this)."""
+        if self._maps:
+            _guard_mappings([])
+        self.sources = []
+        self._maps = []
+        self._mapped_names = []
+
     def _raw_chunks(self, path: str) -> Iterator[_Chunk]:
-        """The chunks of one input. The next block is read (and decompressed) by a thread
-        of its own while this one scans the last: into a buffer that keeps
-        :data:`HEADROOM` bytes free in front, where the start of a record that spans the
-        two blocks is put, so that a block is never copied to join it."""
+        """The chunks of one input (see :meth:`_mapped_chunks` for a mapped one). The next
+        block is read (and decompressed) by a thread of its own while this one scans the
+        last: into a buffer that keeps :data:`HEADROOM` bytes free in front, where the start
+        of a record that spans the two blocks is put, so that a block is never copied to join
+        it."""
+        if self.map_files:
+            mapped = self._map(path)
+            if mapped is not None:
+                yield from self._mapped_chunks(path, *mapped)
+                return
         sep = self.sep_byte
         block = self.block
         room = min(HEADROOM, block)
@@ -267,7 +411,8 @@ class _Reader:
         if take == chunk.count:
             return None
         ends = None if chunk.ends is None else chunk.ends[take:] - start
-        return _Chunk(chunk.data[start:], chunk.count - take, ends)
+        origin = None if chunk.origin is None else chunk.origin + start
+        return _Chunk(chunk.data[start:], chunk.count - take, ends, origin)
 
     def chunks(self) -> Iterator[_Chunk]:
         """Chunks of whole records over all inputs, the header records taken out."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import KxError
 from ..records import _native as _records_native
-from ..records import count_separators, gather, record_ends, starts_of
+from ..records import count_separators, gather, gather_where, record_ends, starts_of
 from ..textio import (
     os_error,
     preallocate,
@@ -40,6 +40,11 @@ def _pread_into(fd: int, buf: np.ndarray, offset: int) -> int:
             break
         done += got
     return done
+
+
+def _by_position(data: np.ndarray) -> bool:
+    """Whether a run in memory holds where its records are (uint64) rather than their bytes."""
+    return data.dtype == np.uint64
 
 
 class _Runs:
@@ -76,8 +81,12 @@ class _Runs:
         self._counts: list[np.ndarray] = []
         self._sizes: list[np.ndarray] = []
         # per run in memory: its keys, its bytes and the lengths of its records (None when
-        # not known: then they are found again from the separators)
+        # not known: then they are found again from the separators). The run of a mapped
+        # input's chunk holds, instead of its bytes, where each record is (uint64 positions
+        # in ``sources``, see :func:`~kxtool.records.gather_where`): its bytes stay put
         self.memory: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        #: the buffers that runs of positions point into (the reader's mapped inputs)
+        self.sources: list[np.ndarray] = []
         self._fds: dict[int, int] = {}
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
         self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -157,10 +166,13 @@ class _Runs:
         ends: np.ndarray | None,
         seed: int,
         first: int,
+        origin: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """:meth:`group` of records whose keys are not made yet (the first has index
         ``first``): with the compiled kernel, keyed and grouped in one pass (the same runs
-        as numpy's record_keys, argsort and gather give)."""
+        as numpy's record_keys, argsort and gather give). With an ``origin`` (``data`` lies
+        in :attr:`sources` from that position on, for as long as the runs are kept), a run in
+        memory holds where the records are instead of a copy of their bytes."""
         native = _records_native
         if not self.native_grouping() or not (
             data.dtype == np.uint8 and data.flags.c_contiguous
@@ -173,7 +185,8 @@ class _Runs:
         n = len(ends)
         if n and ends[-1] != len(data):
             raise KxError("internal error: a batch does not hold whole records")
-        grouped = np.empty(len(data), dtype=np.uint8)
+        by_position = origin is not None and self.in_memory
+        grouped = np.empty(n if by_position else len(data), np.uint64 if by_position else np.uint8)
         gkeys = np.empty(n, dtype=np.uint64)
         glengths = np.empty(n, dtype=np.int64)
         counts = np.empty(self.piles, dtype=np.int64)
@@ -181,9 +194,17 @@ class _Runs:
         a, b, c = _round_keys(seed)
         native.group(
             data, ends, first, a, b, c, self.shift, self.bits, grouped, gkeys, glengths,
-            counts, sizes,
+            counts, sizes, origin if by_position else None,
         )
         return gkeys, grouped, counts, sizes, glengths if self.in_memory else None
+
+    def run_bytes(self, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The keys, bytes and lengths of run ``r`` in memory (the bytes of a run of positions
+        copied out)."""
+        keys, data, lengths = self.memory[r]
+        if _by_position(data):
+            data = gather_where(self.sources, data, lengths)  # type: ignore[arg-type]
+        return keys, data, lengths
 
     def store(
         self, run: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
@@ -420,6 +441,25 @@ class _Runs:
             kat += n
         return data, keys, None
 
+    def positions(
+        self, segments: list[tuple[int, int, int, int, int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Where the records of ``segments`` are (in :attr:`sources`), their keys and their
+        lengths, one segment after the other; None unless every segment is of a run of
+        positions in memory. Touches nothing shared (threads may call it)."""
+        if not self.in_memory or not segments:
+            return None
+        runs = [self.memory[seg[0]] for seg in segments]
+        if not all(_by_position(run[1]) for run in runs):
+            return None
+        parts = [(k // 8, k // 8 + n) for _r, n, _b, k, _d in segments]
+        where = np.concatenate([run[1][a:b] for run, (a, b) in zip(runs, parts, strict=True)])
+        keys = np.concatenate([run[0][a:b] for run, (a, b) in zip(runs, parts, strict=True)])
+        lengths = np.concatenate(
+            [run[2][a:b] for run, (a, b) in zip(runs, parts, strict=True)]  # type: ignore[index]
+        )
+        return where, keys, lengths
+
     def _join_in_memory(
         self, segments: list[tuple[int, int, int, int, int]], size: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -427,7 +467,7 @@ class _Runs:
             (self.memory[r], k // 8, n, d, nbytes) for r, n, nbytes, k, d in segments
         ]
         with_lengths = all(run[2] is not None for run, *_ in parts)
-        if len(parts) == 1:
+        if len(parts) == 1 and not _by_position(parts[0][0][1]):
             (run_keys, run_data, run_lengths), k, n, d, nbytes = parts[0]
             lengths = run_lengths[k : k + n] if with_lengths else None
             return run_data[d : d + nbytes], run_keys[k : k + n], lengths
@@ -437,9 +477,14 @@ class _Runs:
         at = kat = 0
         for (run_keys, run_data, run_lengths), k, n, d, nbytes in parts:
             keys[kat : kat + n] = run_keys[k : k + n]
-            data[at : at + nbytes] = run_data[d : d + nbytes]
+            if _by_position(run_data):
+                data[at : at + nbytes] = gather_where(
+                    self.sources, run_data[k : k + n], run_lengths[k : k + n]  # type: ignore[index]
+                )
+            else:
+                data[at : at + nbytes] = run_data[d : d + nbytes]
             if lengths is not None:
-                lengths[kat : kat + n] = run_lengths[k : k + n]
+                lengths[kat : kat + n] = run_lengths[k : k + n]  # type: ignore[index]
             at += nbytes
             kat += n
         return data, keys, lengths
@@ -464,6 +509,7 @@ class _Runs:
         """Close and delete every file (or let go of the runs in memory)."""
         self.close()
         self.memory = []
+        self.sources = []
         for path in self.files:
             with contextlib.suppress(OSError):
                 os.unlink(path)
