@@ -34,6 +34,18 @@
  * cap of them; *resume is then where a further call should go on: n when the scan is done,
  * otherwise one past the last separator written). 16 bytes compared at a time where SSE2 is
  * there (every x86-64), one by one otherwise; the answer is the same. */
+/* Built for x86-64's baseline, __builtin_popcountll is a call into libgcc; where the
+ * compiler can clone the function for CPUs that have the popcnt instruction (all x86-64 CPUs
+ * since about 2008), the loader picks that clone at start-up. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones) && defined(__ELF__)
+#define SCAN_CLONES __attribute__((target_clones("popcnt", "default")))
+#endif
+#endif
+#ifndef SCAN_CLONES
+#define SCAN_CLONES
+#endif
+SCAN_CLONES
 static Py_ssize_t scan(const unsigned char *p, Py_ssize_t i0, Py_ssize_t n, int sep,
                        int64_t *out, Py_ssize_t cap, Py_ssize_t *resume) {
     Py_ssize_t i = i0, k = 0;

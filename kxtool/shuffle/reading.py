@@ -124,6 +124,43 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_settle_reads)
 
 
+#: madvise()'s MADV_POPULATE_READ (Linux 5.14 on; Python's mmap module may not name it)
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+
+
+class _Populate:
+    """A daemon thread that maps a mapped file's pages in (reading them from the disk where
+    they are not cached), ``step`` bytes at a time from the start, ahead of the scan that
+    finds its records: that scan would otherwise take a page fault every 16 pages (measured:
+    a third of its time on the 300 MB benchmark file). Nothing depends on it: a page it has
+    not reached yet is faulted in as usual."""
+
+    def __init__(self, m: mmap.mmap, size: int, step: int) -> None:
+        self.m = m
+        self.size = size
+        self.step = max(mmap.PAGESIZE, step - step % mmap.PAGESIZE)
+        self.halt = False
+        self.thread: threading.Thread | None = None
+        if hasattr(m, "madvise") and os.uname().sysname == "Linux":
+            self.thread = threading.Thread(target=self._run, daemon=True, name="kxtool-map")
+            self.thread.start()
+
+    def _run(self) -> None:
+        for at in range(0, self.size, self.step):
+            if self.halt:
+                return
+            try:
+                self.m.madvise(_MADV_POPULATE_READ, at, min(self.step, self.size - at))
+            except (OSError, ValueError):  # an old kernel, a file cut short: faults do it
+                return
+
+    def stop(self) -> None:
+        """Stop, and wait for the step under way."""
+        self.halt = True
+        if self.thread is not None:
+            self.thread.join()
+
+
 def _guard_mappings(names: list[str]) -> None:
     """While ``names`` are mapped, a read of a page that one of them no longer has (another
     program truncated it) ends the process with a message that names them, instead of a bare
@@ -207,6 +244,7 @@ class _Reader:
         self.sources: list[np.ndarray] = []
         self._maps: list[mmap.mmap] = []
         self._mapped_names: list[str] = []
+        self._populating: list[_Populate] = []
         self._drop_pages = False
 
     def recycle(self, chunk: _Chunk) -> None:
@@ -250,9 +288,8 @@ class _Reader:
             return None
         finally:
             os.close(fd)
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            m.madvise(mmap.MADV_WILLNEED)
         self._maps.append(m)
+        self._populating.append(_Populate(m, size, 2 * self.block))
         self._mapped_names.append(display_name(path))
         _guard_mappings(self._mapped_names)
         whole = np.frombuffer(m, dtype=np.uint8)
@@ -298,7 +335,9 @@ class _Reader:
             if self.progress is not None:
                 self.progress("reading", self.bytes_read, self.total)
             if self.keep_ends:
-                ends = record_ends(data, sep)
+                # as many records as the density so far suggests (the array is sized to it)
+                expect = (cut - pos) * seen // pos if seen else None
+                ends = record_ends(data, sep, expect)
                 count = len(ends)
                 yield _Chunk(data, count, ends, where_of(source, pos))
                 del ends
@@ -316,9 +355,13 @@ class _Reader:
     def unmap_pages(self) -> None:
         """Drop the pages of the mapped inputs from this process, now and after each chunk
         from here on (for an input that did not fit after all: its bytes are read to be
-        written to runs on disk, and must not stay in memory). Their bytes stay readable: a
-        later read maps them in again."""
+        written to runs on disk, and must not stay in memory), and read the inputs still to
+        come instead of mapping them. The bytes stay readable: a later read maps them in
+        again."""
         self._drop_pages = True
+        self.map_files = False  # the inputs still to come are read
+        for filler in self._populating:
+            filler.stop()
         for m in self._maps:
             with contextlib.suppress(OSError, ValueError):
                 m.madvise(mmap.MADV_DONTNEED)
@@ -326,6 +369,9 @@ class _Reader:
     def close_maps(self) -> None:
         """Let go of the mapped inputs (what still refers to their bytes keeps them mapped
         until it is gone; nothing may read them after this)."""
+        for filler in self._populating:
+            filler.stop()
+        self._populating = []
         if self._maps:
             _guard_mappings([])
         self.sources = []
