@@ -82,6 +82,58 @@ def test_every_route_gives_the_bytes_of_the_reference(tmp_path, corpus, inputs, 
     assert os.listdir(tmp) == []
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("inputs", ["whole", "mixed"])
+def test_run_files_written_around_the_page_cache_give_the_bytes_of_the_reference(
+    tmp_path, corpus, monkeypatch, inputs, jobs
+):
+    # what an input three times bigger than this machine's memory gets (plan.direct_runs)
+    from kxtool.shuffle import runs as runs_module
+
+    monkeypatch.setattr(plan, "direct_runs", lambda total: True)
+    offsets = []
+    real = runs_module._Runs._write_direct
+
+    def spy(self, part, offset):  # type: ignore[no-untyped-def]
+        offsets.append(offset)
+        return real(self, part, offset)
+
+    monkeypatch.setattr(runs_module._Runs, "_write_direct", spy)
+    paths = [corpus["whole"]] if inputs == "whole" else corpus["parts"][inputs]
+    out = tmp_path / "out.txt"
+    r = shuffle_files(paths, str(out), seed=SEED, memory="48K", jobs=jobs, tmp_dir=tmp_path)
+    assert out.read_bytes() == corpus["ref"] and not r.in_memory
+    if jobs == 1:  # the workers' writes happen in their own processes
+        assert offsets and all(o % 4096 == 0 for o in offsets)
+
+
+def test_a_run_file_whose_direct_writes_are_refused_is_written_through_the_page_cache(
+    tmp_path, corpus, monkeypatch
+):
+    import errno
+    import fcntl
+
+    from kxtool.shuffle import runs as runs_module
+
+    monkeypatch.setattr(plan, "direct_runs", lambda total: True)
+    real = runs_module._pwrite_all
+    refused = []
+
+    def pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
+        # the file system takes the first direct writes, then refuses one
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and offset > 0:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(runs_module, "_pwrite_all", pwrite)
+    out = tmp_path / "out.txt"
+    shuffle_files([corpus["whole"]], str(out), seed=SEED, memory="48K", jobs=1,
+                  tmp_dir=tmp_path)
+    assert len(refused) == 1, "a refused direct write was tried again"
+    assert out.read_bytes() == corpus["ref"]
+
+
 def _cli(args, **kw):
     return subprocess.run(
         [sys.executable, "-m", "kxtool", "shuffle", *args], capture_output=True, check=True, **kw

@@ -351,7 +351,8 @@ def _shuffle_paths(
                 if _pile_bits is not None
                 else _pile_bits_for(total, per_byte, unit, budget, jobs)
             )
-            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
+            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4,
+                         plan.direct_runs(total))
             tmp_ctx.callback(pool.stop)
             return pool
 
@@ -451,7 +452,8 @@ def _shuffle_paths(
         reader.unmap_pages()  # mapped bytes are read once more, not kept
         stream = _chain(held, chunks)
         first = 0
-        runs = _Runs(directory, sep, 0, bits, "run")
+        direct = plan.direct_runs(planning_total)
+        runs = _Runs(directory, sep, 0, bits, "run", direct)
         tmp_ctx.callback(runs.remove)
         if grouper is not None:
             # expected to fit, but did not: the runs grouped in memory go to disk first
@@ -459,7 +461,7 @@ def _shuffle_paths(
             grouper.to_disk(runs)
         if jobs > 1:
             reader.keep_ends = False  # the workers find the ends of what they are sent
-            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4)
+            pool = _Pool(jobs, directory, sep, bits, seed, unit, budget // 4, direct)
             tmp_ctx.callback(pool.stop)
             spilled = runs
             runs = pool.pass1(stream, space, first)

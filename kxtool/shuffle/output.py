@@ -373,7 +373,7 @@ def _drain_pile(
         return
     # too big for memory: scatter this pile again by the next key bits
     bits = _resplit_bits(nbytes, n, budget)
-    sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}")
+    sub = _Runs(runs.directory, runs.sep, shift, bits, f"{runs.name}-{p}", runs.direct)
     try:
         spiller = _Spiller(sub, budget // 2)
         for data, keys, _lengths in runs.pile_parts(p, max(1, budget // 8)):

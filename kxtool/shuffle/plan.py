@@ -74,6 +74,22 @@ GROUP_PILE_SHARE = 0.35
 _IO_STEP = 1 << 30
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the OS tells it."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return None
+
+
+def direct_runs(total: int | None) -> bool:
+    """Whether run files are written around the page cache: when the input, its runs and the
+    output (three times ``total``) would not fit in this machine's memory together, so that
+    caching the runs would only push the input and each other out of it."""
+    memory = physical_memory()
+    return total is not None and memory is not None and 3 * total > memory
+
+
 def _work_memory(nbytes: int, count: int) -> int:
     """Memory taken while ``count`` records of ``nbytes`` bytes are keyed, ordered and copied."""
     return 2 * nbytes + RECORD_WORK * count

@@ -4,6 +4,7 @@ and the pile index that pass 2 reads them back with."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -12,13 +13,34 @@ import numpy as np
 
 from ..errors import KxError
 from ..records import _native as _records_native
-from ..records import count_separators, gather, gather_where, record_ends, starts_of
+from ..records import (
+    aligned_empty,
+    count_separators,
+    gather,
+    gather_where,
+    record_ends,
+    starts_of,
+)
 from ..textio import (
     os_error,
     preallocate,
 )
 from .keys import _round_keys, record_keys
 from .plan import _INDEX_ENTRY, _IO_STEP, _work_memory
+
+#: Alignment of what a run file written around the page cache holds (offsets, sizes, memory).
+_ALIGN = 4096
+#: Bytes a direct write of a run file is staged in (one aligned buffer per run file).
+_STAGE = 1 << 20
+
+
+#: Directories whose file system refused a direct write: their run files go through the page
+#: cache from then on.
+_NO_DIRECT: set[str] = set()
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
 
 
 def _pwrite_all(fd: int, data: Any, offset: int) -> None:
@@ -61,8 +83,21 @@ class _Runs:
     one, runs stay in memory (an input that fits is ordered that way, in one pass).
     """
 
-    def __init__(self, directory: str | None, sep: bytes, shift: int, bits: int, name: str) -> None:
+    def __init__(
+        self,
+        directory: str | None,
+        sep: bytes,
+        shift: int,
+        bits: int,
+        name: str,
+        direct: bool = False,
+    ) -> None:
         self.directory = directory
+        #: whether the run file is written around the page cache (``O_DIRECT``, see
+        #: :meth:`_append`): for inputs whose runs, input and output would not all fit in it
+        self.direct = direct
+        self._direct_fd: int | None = None
+        self._stage: np.ndarray | None = None
         self.path = os.path.join(directory, f"{name}.runs") if directory is not None else ""
         self.sep = sep
         self.shift = shift
@@ -97,6 +132,8 @@ class _Runs:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["fd"] = None
+        state["_direct_fd"] = None
+        state["_stage"] = None
         state["_fds"] = {}
         state["_cursor"] = None
         state["_group"] = None
@@ -211,7 +248,6 @@ class _Runs:
     ) -> None:
         """Add a run made by :meth:`group`: in memory, or appended to this process's file."""
         gkeys, grouped, counts, sizes, glengths = run
-        n = len(gkeys)
         self._thaw()
         if self.directory is None:
             self.memory.append((gkeys, grouped, glengths))
@@ -219,19 +255,10 @@ class _Runs:
             self.key_base.append(0)
             self.data_base.append(0)
         else:
-            base = self.end
-            try:
-                if self.fd is None:
-                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-                preallocate(self.fd, 8 * n + len(grouped), self.path, base)
-                _pwrite_all(self.fd, gkeys, base)
-                _pwrite_all(self.fd, grouped, base + 8 * n)
-            except OSError as e:
-                raise os_error(e, self.path, "cannot write temporary file") from None
-            self.end = base + 8 * n + len(grouped)
+            key_base, data_base = self._append([gkeys, grouped])
             self.run_file.append(0)
-            self.key_base.append(base)
-            self.data_base.append(base + 8 * n)
+            self.key_base.append(key_base)
+            self.data_base.append(data_base)
         self._counts.append(counts.astype(np.uint32))
         # uint32 unless a pile of this run holds 4 GiB or more (a giant record, a huge budget)
         self._sizes.append(sizes.astype(np.uint32 if sizes.max() < 1 << 32 else np.uint64))
@@ -239,16 +266,66 @@ class _Runs:
     def park(self, data: np.ndarray) -> tuple[int, int]:
         """Append raw bytes that must wait (records whose keys are not known yet) to this
         process's file; returns where they are, for :meth:`unpark`. They are not a run."""
-        base = self.end
+        (base,) = self._append([data])
+        return base, len(data)
+
+    def _append(self, parts: list[np.ndarray]) -> list[int]:
+        """Write ``parts`` (contiguous arrays) one after the other at the end of this process's
+        file; where each one starts. Written around the page cache (:attr:`direct`, where the
+        file system allows it), each part starts at a multiple of 4096 bytes, the gaps
+        zeros: measured on a 12 GB input with 24 GiB of memory, copying the runs into fresh
+        page-cache pages took most of the shuffle's CPU (62% of all samples)."""
         try:
             if self.fd is None:
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            preallocate(self.fd, len(data), self.path, base)
-            _pwrite_all(self.fd, data, base)
+                if self.direct and hasattr(os, "O_DIRECT") and self.directory not in _NO_DIRECT:
+                    with contextlib.suppress(OSError):  # e.g. tmpfs: no direct I/O
+                        self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
+            padded = self._direct_fd is not None
+            preallocate(
+                self.fd, sum(_aligned(p.nbytes) if padded else p.nbytes for p in parts),
+                self.path, self.end,
+            )
+            offsets = []
+            for part in parts:
+                offsets.append(self.end)
+                if self._direct_fd is not None:
+                    self._write_direct(part, self.end)
+                    self.end += _aligned(part.nbytes)
+                else:
+                    _pwrite_all(self.fd, part, self.end)
+                    self.end += part.nbytes
         except OSError as e:
             raise os_error(e, self.path, "cannot write temporary file") from None
-        self.end = base + len(data)
-        return base, len(data)
+        return offsets
+
+    def _write_direct(self, part: np.ndarray, offset: int) -> None:
+        """Write ``part`` at ``offset`` (aligned) through the direct descriptor, in aligned
+        pieces staged in a buffer of :data:`_STAGE` bytes, the last one padded with zeros;
+        should the file system refuse a direct write, the rest goes through the page cache
+        (at the same offsets)."""
+        if self._stage is None:
+            self._stage = aligned_empty(_STAGE)
+        stage = self._stage
+        view = memoryview(part).cast("B")
+        done = 0
+        while done < len(view):
+            k = min(_STAGE, len(view) - done)
+            size = _aligned(k)
+            stage[:k] = view[done : done + k]
+            stage[k:size] = 0
+            try:
+                _pwrite_all(self._direct_fd, stage[:size], offset + done)  # type: ignore[arg-type]
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                _NO_DIRECT.add(self.directory)  # type: ignore[arg-type]
+                with contextlib.suppress(OSError):
+                    os.close(self._direct_fd)  # type: ignore[arg-type]
+                self._direct_fd = None
+                _pwrite_all(self.fd, view[done:], offset + done)  # type: ignore[arg-type]
+                return
+            done += k
 
     def unpark(self, offset: int, nbytes: int) -> np.ndarray:
         """The bytes :meth:`park` put at ``offset``."""
@@ -496,10 +573,12 @@ class _Runs:
     def close(self) -> None:
         """Close every file (the runs stay on disk)."""
         self._group = None
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd, self._direct_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fd = self._direct_fd = None
+        self._stage = None
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -40,6 +40,7 @@ class _Pool:
         seed: int,
         unit: int,
         max_record: int,
+        direct: bool = False,
     ) -> None:
         import multiprocessing
 
@@ -53,7 +54,8 @@ class _Pool:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
                     target=_worker,
-                    args=(child, f"worker{w}", directory, sep, bits, seed, unit, max_record),
+                    args=(child, f"worker{w}", directory, sep, bits, seed, unit, max_record,
+                          direct),
                     daemon=True,
                 )
                 proc.start()
@@ -328,14 +330,16 @@ def _worker(
     seed: int,
     unit: int,
     max_record: int,
+    direct: bool = False,
 ) -> None:
-    """A worker process: pass 1 spills the chunks it is sent; pass 2 orders the piles it is
-    given and writes them into the output or sends them back in order."""
+    """A worker process: pass 1 spills the chunks it is sent (around the page cache with
+    ``direct``); pass 2 orders the piles it is given and writes them into the output or sends
+    them back in order."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides and cleans up
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    runs = _Runs(directory, sep, 0, bits, name)
+    runs = _Runs(directory, sep, 0, bits, name, direct)
     fds: dict[str, int] = {}
     unit_max_record = max_record
     try:
