@@ -126,6 +126,24 @@ def aligned_empty(size: int, phase: int = 0, align: int = 4096) -> np.ndarray:
     return raw[shift : shift + size]
 
 
+def _kernel_arguments(
+    positions: np.ndarray,
+    kind: type,
+    lengths: np.ndarray,
+    order: np.ndarray | None,
+    phase: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """What the gather kernels take: contiguous positions (of ``kind``), int64 lengths and
+    order, and the output array, sized for the records gathered (at ``phase``, if given)."""
+    positions = np.ascontiguousarray(positions, dtype=kind)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if order is not None:
+        order = np.ascontiguousarray(order, dtype=np.int64)
+    total = int((lengths if order is None else lengths[order]).sum())
+    out = np.empty(total, dtype=np.uint8) if phase is None else aligned_empty(total, phase)
+    return positions, lengths, order, out
+
+
 def gather(
     data: np.ndarray,
     starts: np.ndarray,
@@ -138,12 +156,7 @@ def gather(
     ``phase``, its first byte sits at that address modulo 4096 (see :func:`aligned_empty`)."""
     global _ordered_assign
     if _native_ok(data):
-        starts = np.ascontiguousarray(starts, dtype=np.int64)
-        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        if order is not None:
-            order = np.ascontiguousarray(order, dtype=np.int64)
-        total = int((lengths if order is None else lengths[order]).sum())
-        out = np.empty(total, dtype=np.uint8) if phase is None else aligned_empty(total, phase)
+        starts, lengths, order, out = _kernel_arguments(starts, np.int64, lengths, order, phase)
         _native.gather(data, starts, lengths, order, out)
         return out
     if order is not None:
@@ -199,12 +212,7 @@ def gather_where(
     """As :func:`gather`, for records that lie in several buffers: record ``i`` is
     ``lengths[i]`` bytes at offset ``where[i] % 2**WHERE_BITS`` of source number
     ``where[i] >> WHERE_BITS`` (a uint64 position; see :func:`where_of`)."""
-    where = np.ascontiguousarray(where, dtype=np.uint64)
-    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-    if order is not None:
-        order = np.ascontiguousarray(order, dtype=np.int64)
-    total = int((lengths if order is None else lengths[order]).sum())
-    out = np.empty(total, dtype=np.uint8) if phase is None else aligned_empty(total, phase)
+    where, lengths, order, out = _kernel_arguments(where, np.uint64, lengths, order, phase)
     if _native is not None and all(_native_ok(s) for s in sources):
         _native.gather_where(sources, where, lengths, order, out)
         return out
