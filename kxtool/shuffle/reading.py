@@ -280,8 +280,9 @@ class _Reader:
         except OSError as e:
             raise os_error(e, path) from None
         try:
-            size = os.fstat(fd).st_size
-            if not stat.S_ISREG(os.fstat(fd).st_mode) or size == 0 or size >> WHERE_BITS:
+            st = os.fstat(fd)
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode) or size == 0 or size >> WHERE_BITS:
                 return None
             m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
         except (OSError, ValueError):
