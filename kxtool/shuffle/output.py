@@ -364,7 +364,7 @@ def _drain_pile(
 ) -> None:
     shift = runs.shift + runs.bits
     if _work_memory(nbytes, n) <= 0.6 * budget or shift >= 56:
-        found = runs.positions(runs.segments(p))
+        found = runs.positions(runs.segments(p)) if runs.in_memory else None
         if found is not None:
             _emit_positions(runs.sources, *found, shift, sink)
             return

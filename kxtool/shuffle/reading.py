@@ -38,7 +38,7 @@ class _Chunk:
     data: np.ndarray  # uint8
     count: int  # records
     ends: np.ndarray | None = None  # where each record ends (int64), when found already
-    #: for the bytes of a mapped input (see :meth:`_Reader.sources`): the position of the
+    #: for the bytes of a mapped input (see :attr:`_Reader.sources`): the position of the
     #: first byte (see :func:`~kxtool.records.gather_where`), which stays valid while the
     #: shuffle runs; None for bytes read into a buffer of their own
     origin: int | None = None
@@ -182,6 +182,12 @@ def _guard_mappings(names: list[str]) -> None:
     )
 
 
+def _expected(nbytes: int, records: int, scanned: int) -> int | None:
+    """How many records ``nbytes`` more bytes hold, by the density of the ``records`` found in
+    the ``scanned`` bytes before (None before any): what the ends array is sized to."""
+    return nbytes * records // scanned if records else None
+
+
 def _may_block(path: str) -> bool:
     """Whether reading ``path`` may wait for ever: stdin, a pipe, a terminal."""
     if path == STDIO:
@@ -236,8 +242,9 @@ class _Reader:
         #: those who group the chunk here need them, workers that are sent it do not)
         self.keep_ends = True
         self._spare: list[np.ndarray] = []  # buffers of chunks done with, for later reads
-        #: whether plain files are mapped into memory instead of read (see _mapped_chunks);
-        #: the shuffle sets it where the whole input is expected to fit in memory
+        #: whether the inputs are mapped into memory instead of read (see _mapped_chunks);
+        #: the shuffle sets it only for plain regular files (their size is known) that are
+        #: expected to fit in memory
         self.map_files = False
         #: what the chunks of mapped inputs lie in, numbered as in their origin: each mapped
         #: file, and the last record of one that lacks its final separator (with it added)
@@ -271,10 +278,9 @@ class _Reader:
         )
 
     def _map(self, path: str) -> tuple[np.ndarray, mmap.mmap] | None:
-        """``path`` mapped into memory, read-only, as a uint8 array (None where it cannot be:
-        not a regular uncompressed file, empty, or a file system without mappings)."""
-        if compression_of(path) is not None:
-            return None
+        """``path`` (a plain file: see :attr:`map_files`) mapped into memory, read-only, as a
+        uint8 array (None where it cannot be: not a regular file, empty, or a file system
+        without mappings)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -312,8 +318,8 @@ class _Reader:
             while cut == 0 and hi < size:  # a record longer than a block
                 if hi - pos > self.max_record:
                     raise self._too_big(path, seen + 1)
-                hi = min(size, hi + block)
-                cut = _last_end(whole, pos, hi, sep)
+                lo, hi = hi, min(size, hi + block)
+                cut = _last_end(whole, lo, hi, sep)  # [pos, lo) holds no separator
             if cut == 0:  # the last record, without its separator
                 if size - pos > self.max_record:
                     raise self._too_big(path, seen + 1)
@@ -322,6 +328,8 @@ class _Reader:
                 last[-1] = sep
                 self.sources.append(last)
                 self.bytes_read += size - pos
+                if self.progress is not None:
+                    self.progress("reading", self.bytes_read, self.total)
                 yield _Chunk(
                     last, 1, np.array([len(last)], dtype=np.int64),
                     where_of(len(self.sources) - 1, 0),
@@ -336,9 +344,7 @@ class _Reader:
             if self.progress is not None:
                 self.progress("reading", self.bytes_read, self.total)
             if self.keep_ends:
-                # as many records as the density so far suggests (the array is sized to it)
-                expect = (cut - pos) * seen // pos if seen else None
-                ends = record_ends(data, sep, expect)
+                ends = record_ends(data, sep, _expected(cut - pos, seen, pos))
                 count = len(ends)
                 yield _Chunk(data, count, ends, where_of(source, pos))
                 del ends
@@ -394,7 +400,7 @@ class _Reader:
         block = self.block
         room = min(HEADROOM, block)
         carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
-        seen = 0  # records of this input so far
+        seen = scanned = 0  # records of this input so far, and their bytes
         with open_filler(path) as fill:
             ahead = _ReadAhead(lambda buf: fill(memoryview(buf)[room : room + block]))
             ahead.ask(self._buffer(room + block))
@@ -427,7 +433,7 @@ class _Reader:
                         raise self._too_big(path, seen + 1)
                     data = region[:cut]
                     if self.keep_ends:
-                        ends = record_ends(data, sep)
+                        ends = record_ends(data, sep, _expected(cut, seen, scanned))
                         yield _Chunk(data, len(ends), ends)
                         count = len(ends)
                         del ends
@@ -435,6 +441,7 @@ class _Reader:
                         count = count_separators(data, sep)
                         yield _Chunk(data, count)
                     seen += count
+                    scanned += cut
                     carry = region[cut:size].copy()
                     del region, data
                     if len(carry) > self.max_record:
