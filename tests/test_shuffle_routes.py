@@ -101,10 +101,62 @@ def test_run_files_written_around_the_page_cache_give_the_bytes_of_the_reference
     monkeypatch.setattr(runs_module._Runs, "_write_direct", spy)
     paths = [corpus["whole"]] if inputs == "whole" else corpus["parts"][inputs]
     out = tmp_path / "out.txt"
+    reads = []
+    real_read = runs_module._pread_direct
+
+    def spy_read(fd, stage, dest, offset):  # type: ignore[no-untyped-def]
+        reads.append(len(dest))
+        return real_read(fd, stage, dest, offset)
+
+    monkeypatch.setattr(runs_module, "_pread_direct", spy_read)
     r = shuffle_files(paths, str(out), seed=SEED, memory="48K", jobs=jobs, tmp_dir=tmp_path)
     assert out.read_bytes() == corpus["ref"] and not r.in_memory
-    if jobs == 1:  # the workers' writes happen in their own processes
+    if jobs == 1:  # the workers' writes and reads happen in their own processes
         assert offsets and all(o % 4096 == 0 for o in offsets)
+        assert reads, "pass 2 did not read the runs around the page cache"
+
+
+def test_pass_2_reads_through_the_page_cache_where_direct_reads_are_refused(
+    tmp_path, corpus, monkeypatch
+):
+    import errno
+
+    from kxtool.shuffle import runs as runs_module
+
+    monkeypatch.setattr(plan, "direct_runs", lambda total: True)
+    refused = []
+
+    def pread(fd, stage, dest, offset):  # type: ignore[no-untyped-def]
+        refused.append(offset)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(runs_module, "_pread_direct", pread)
+    monkeypatch.setattr(runs_module, "_NO_DIRECT_READ", set())
+    out = tmp_path / "out.txt"
+    shuffle_files([corpus["whole"]], str(out), seed=SEED, memory="48K", jobs=1,
+                  tmp_dir=tmp_path)
+    assert out.read_bytes() == corpus["ref"]
+    assert 1 <= len(refused) <= runs_module.READ_THREADS, "refused direct reads were tried again"
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4095, 4096, 5000])
+@pytest.mark.parametrize("size", [0, 1, 100, 4096, 9000, 20000])
+def test_a_direct_read_gives_the_bytes_at_any_offset_and_size(tmp_path, offset, size):
+    from kxtool.records import aligned_empty
+    from kxtool.shuffle.runs import _pread_direct
+
+    blob = np.random.default_rng(offset + size).integers(0, 256, 30000, dtype=np.uint8)
+    path = tmp_path / "runs"
+    path.write_bytes(blob.tobytes()[:20001])
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        dest = np.zeros(size, dtype=np.uint8)
+        got = _pread_direct(fd, aligned_empty(8192), dest, offset)  # a stage smaller than size
+    finally:
+        os.close(fd)
+    expect = blob[offset : min(offset + size, 20001)]
+    assert got == len(expect)
+    assert dest[:got].tobytes() == expect.tobytes()
 
 
 def test_a_run_file_whose_direct_writes_are_refused_is_written_through_the_page_cache(
@@ -258,3 +310,61 @@ def test_the_cost_model_predicts_the_engines_runs_and_piles(tmp_path, corpus):
         m = shuffle_model.model(size, memory, jobs, mean)
         assert r.piles == m["piles"]
         assert abs(r.runs - m["runs"]) <= max(2, 0.2 * m["runs"])
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_pass_2_reads_runs_straight_into_aligned_slots_and_gives_the_bytes_of_the_reference(
+    tmp_path, monkeypatch, jobs
+):
+    # with few runs for the budget each run's bytes are read around the page cache straight
+    # into a page-aligned slot of the range's buffer (runs.read_slack)
+    from kxtool.shuffle import runs as runs_module
+
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 120, 140_000)
+    blob = rng.integers(32, 127, int(lengths.sum()) + len(lengths), dtype=np.uint8)
+    blob[np.cumsum(lengths + 1) - 1] = ord("\n")
+    src = tmp_path / "in.txt"
+    src.write_bytes(blob.tobytes())
+    ref = tmp_path / "ref.txt"
+    shuffle_files([str(src)], str(ref), seed=SEED, memory="1G", jobs=1, tmp_dir=tmp_path)
+    monkeypatch.setattr(plan, "direct_runs", lambda total: True)
+    slots = []
+    real = runs_module._pread_slot
+
+    def spy(fd, slot, start, need):  # type: ignore[no-untyped-def]
+        slots.append((slot.ctypes.data % 4096, len(slot) % 4096, start % 4096))
+        return real(fd, slot, start, need)
+
+    monkeypatch.setattr(runs_module, "_pread_slot", spy)
+    out = tmp_path / "out.txt"
+    r = shuffle_files([str(src)], str(out), seed=SEED, memory="4M", jobs=jobs, tmp_dir=tmp_path)
+    assert not r.in_memory
+    assert out.read_bytes() == ref.read_bytes()
+    if jobs == 1:  # the workers' reads happen in their own processes
+        assert slots and set(slots) == {(0, 0, 0)}
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_run_file_cut_short_during_pass_2_is_a_named_error_and_no_output(
+    tmp_path, corpus, monkeypatch, direct
+):
+    # the reads of a range of piles run on threads, one range ahead: their errors still reach
+    # the caller, and the output is not written
+    import kxtool.shuffle as shuffle_module
+    from kxtool.errors import KxError
+
+    monkeypatch.setattr(plan, "direct_runs", lambda total: direct)
+    real = shuffle_module._drain_to_output
+
+    def cut(runs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with open(runs.files[0], "r+b") as f:
+            f.truncate(os.path.getsize(runs.files[0]) // 2)
+        return real(runs, *args, **kwargs)
+
+    monkeypatch.setattr(shuffle_module, "_drain_to_output", cut)
+    out = tmp_path / "out.txt"
+    with pytest.raises(KxError, match="temporary file .* truncated or changed"):
+        shuffle_files([corpus["whole"]], str(out), seed=SEED, memory="48K", jobs=1,
+                      tmp_dir=tmp_path)
+    assert os.listdir(tmp_path) == [], "the run files or the staged output were left behind"

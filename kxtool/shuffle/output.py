@@ -244,16 +244,25 @@ def _drain(
     # piles of a pile split again, which go through here too)
     end_piles = groups is not None and isinstance(sink, _PipeSink)
     if groups is None:
-        groups = _pile_groups(counts, sizes, budget)
-    for first, end in groups:
-        if end - first > 1:
-            runs.prefetch(first, end)
+        groups = _pile_groups(counts, sizes, budget, runs.read_slack(budget))
+    groups = list(groups)
+    pending = runs.read_ahead(*groups[0]) if groups else None
+    for i, (first, end) in enumerate(groups):
+        runs.use(pending)
+        pending = None
+        # the next range is read while this one is ordered (not while a pile alone is: it
+        # may take the whole budget)
+        ahead = i + 1 < len(groups) and end - first > 1
+        if ahead:
+            pending = runs.read_ahead(*groups[i + 1])
         for p in range(first, end):
             if counts[p]:
                 _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
                 if end_piles:
                     sink.end_pile()
         runs.release()
+        if i + 1 < len(groups) and not ahead:
+            pending = runs.read_ahead(*groups[i + 1])
 
 
 def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1) -> None:
@@ -270,10 +279,13 @@ def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1
     path, base = target
     total = int(runs.pile_totals()[1].sum())
     out = PositionalWriter(path, writer.output, direct=total >= plan.DIRECT_MIN)
+    writes = _Writes(out, writer.advance, plan.write_queue(budget))
     try:
-        sink = _OffsetSink(out, base, writer.advance)
+        sink = _Queued(writes, base)
         _drain(runs, budget, sink)
+        writes.finish()
     finally:
+        writes.close()
         out.close()
     if sink.offset != base + total:
         raise KxError(f"internal error: wrote {sink.offset - base} bytes of {total}")
@@ -416,6 +428,23 @@ class _OffsetSink(_Sink):
         self.offset += len(data)
         if self.on_write is not None:
             self.on_write(len(data))
+
+
+class _Queued(_Sink):
+    """Writes ordered records from a given offset of an output file on, by the threads of a
+    :class:`_Writes` (the caller orders the next records meanwhile)."""
+
+    def __init__(self, writes: _Writes, offset: int) -> None:
+        self.writes = writes
+        self.offset = offset
+
+    def phase(self) -> int | None:
+        out = self.writes.out
+        return out.phase(self.offset) if out.direct_fd is not None else None
+
+    def write(self, data: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        self.writes.put(data, self.offset)
+        self.offset += len(data)
 
 
 class _Placed(_OffsetSink):

@@ -90,17 +90,26 @@ def direct_runs(total: int | None) -> bool:
     return total is not None and memory is not None and 3 * total > memory
 
 
+def write_queue(budget: int) -> int:
+    """Bytes of ordered piles that may wait for the threads that write them in pass 2: a
+    sixteenth of ``budget``, and at most 16 MiB (enough to keep the device busy)."""
+    return max(WRITE_PIECE // 8, min(16 << 20, budget // 16))
+
+
 def _work_memory(nbytes: int, count: int) -> int:
     """Memory taken while ``count`` records of ``nbytes`` bytes are keyed, ordered and copied."""
     return 2 * nbytes + RECORD_WORK * count
 
 
-def _pile_groups(counts: np.ndarray, sizes: np.ndarray, budget: int) -> list[tuple[int, int]]:
+def _pile_groups(
+    counts: np.ndarray, sizes: np.ndarray, budget: int, slack: int = 0
+) -> list[tuple[int, int]]:
     """Pass 2's reading plan: ranges ``[first, end)`` of consecutive piles, each read from
     every run at once (two reads per run instead of two per run and pile), holding at most
-    :data:`GROUP_SHARE` of ``budget``; a pile too big to share the budget is a range alone.
-    Empty piles fall in whichever range they are next to."""
-    limit = GROUP_SHARE * budget
+    :data:`GROUP_SHARE` of ``budget`` with the ``slack`` a range's reads take beyond its
+    piles (see :meth:`~kxtool.shuffle.runs._Runs.read_slack`); a pile too big to share the
+    budget is a range alone. Empty piles fall in whichever range they are next to."""
+    limit = GROUP_SHARE * budget - slack
     alone = 2 * sizes + (RECORD_WORK * counts) > GROUP_PILE_SHARE * budget
     held = sizes + 8 * counts
     groups: list[tuple[int, int]] = []

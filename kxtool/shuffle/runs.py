@@ -26,17 +26,27 @@ from ..textio import (
     preallocate,
 )
 from .keys import _round_keys, record_keys
-from .plan import _INDEX_ENTRY, _IO_STEP, _work_memory
+from .plan import _INDEX_ENTRY, _IO_STEP, GROUP_SHARE, _work_memory
 
 #: Alignment of what a run file written around the page cache holds (offsets, sizes, memory).
 _ALIGN = 4096
 #: Bytes a direct write of a run file is staged in (one aligned buffer per run file).
 _STAGE = 1 << 20
+#: Threads that read a range of piles from the runs around the page cache (see
+#: :meth:`_Runs.prefetch`), and the aligned buffer each one reads through: a direct read waits
+#: for the device, so several in flight keep it busy.
+READ_THREADS = 4
+_READ_STAGE = 1 << 20
+#: Bytes of the blocks that pass 2 reads ranges of piles into (see :meth:`_Runs.prefetch`).
+_BLOCK = 8 << 20
 
 
 #: Directories whose file system refused a direct write: their run files go through the page
 #: cache from then on.
 _NO_DIRECT: set[str] = set()
+#: Directories whose file system refused a direct read: pass 2 reads their run files through
+#: the page cache from then on.
+_NO_DIRECT_READ: set[str] = set()
 
 
 def _aligned(n: int) -> int:
@@ -62,6 +72,46 @@ def _pread_into(fd: int, buf: np.ndarray, offset: int) -> int:
             break
         done += got
     return done
+
+
+def _pread_direct(fd: int, stage: np.ndarray, dest: np.ndarray, offset: int) -> int:
+    """Fill ``dest`` (uint8) from ``offset`` of a file opened with ``O_DIRECT``, through the
+    aligned buffer ``stage`` (direct reads need aligned offsets, sizes and memory); return the
+    bytes read (fewer only at the end of the file). OSError propagates."""
+    done, n = 0, len(dest)
+    while done < n:
+        at = offset + done
+        start = at - at % _ALIGN
+        size = min(len(stage), _aligned(offset + n) - start)
+        got = os.preadv(fd, [stage[:size]], start)
+        take = min(got - (at - start), n - done)
+        if take <= 0:
+            break
+        dest[done : done + take] = stage[at - start : at - start + take]
+        done += take
+    return done
+
+
+def _pread_slot(fd: int, slot: np.ndarray, start: int, need: int) -> int:
+    """Read from ``start`` (aligned) of a file opened with ``O_DIRECT`` into ``slot`` (aligned
+    in memory and in size) until ``need`` bytes are there; return the bytes read (fewer only
+    at the end of the file). OSError propagates."""
+    view = memoryview(slot).cast("B")
+    done = 0
+    while done < need:
+        got = os.preadv(fd, [view[done : done + _IO_STEP]], start + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def _reuse(buffer: np.ndarray | None, size: int, dtype: type) -> np.ndarray:
+    """``buffer`` when it holds ``size`` items, else a new array of them: pages in use
+    already cost nothing to fill again, where fresh ones are faulted in one by one."""
+    if buffer is not None and len(buffer) >= size:
+        return buffer
+    return np.empty(size, dtype=dtype)
 
 
 def _by_position(data: np.ndarray) -> bool:
@@ -123,11 +173,26 @@ class _Runs:
         #: the buffers that runs of positions point into (the reader's mapped inputs)
         self.sources: list[np.ndarray] = []
         self._fds: dict[int, int] = {}
+        # pass 2 around the page cache: descriptors opened with O_DIRECT, the threads that
+        # read through them and whether the file system refused (then reads are buffered)
+        self._direct_fds: dict[int, int] = {}
+        self._readers: Any = None
+        self._read_direct = (
+            direct and hasattr(os, "O_DIRECT") and directory not in _NO_DIRECT_READ
+        )
+        # whether those reads land straight in aligned slots of the range's buffer (see
+        # read_slack) rather than being copied there from a small aligned buffer
+        self._slots = True
+        # the arrays prefetches fill (keys, blocks of bytes), refilled by later ones: two sets,
+        # one for the range being ordered and one for the range read ahead (read_ahead)
+        self._sets: list[tuple[np.ndarray | None, list[np.ndarray]]] = [(None, []), (None, [])]
+        self._next_set = 0
+        self._ahead = 0  # ranges read ahead and not yet used
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
         self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
         # piles [first, end) of every run read at once by prefetch(): where the spans start
         # in the run files, and the spans themselves (keys, bytes), one array each
-        self._group: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._group: tuple | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -135,6 +200,10 @@ class _Runs:
         state["_direct_fd"] = None
         state["_stage"] = None
         state["_fds"] = {}
+        state["_direct_fds"] = {}
+        state["_readers"] = None
+        state["_sets"] = [(None, []), (None, [])]
+        state["_ahead"] = 0
         state["_cursor"] = None
         state["_group"] = None
         return state
@@ -412,45 +481,189 @@ class _Runs:
             self._fds[i] = fd
         return fd
 
+    def read_slack(self, budget: int) -> int:
+        """Bytes beyond its piles that :meth:`prefetch` may take for a range of piles: read
+        around the page cache, each run's bytes land straight in a slot of the range's buffer
+        that starts and ends on page boundaries, up to two pages more per run (no copy). Where
+        that would take more than a sixteenth of a ``budget`` (very many runs), the bytes are
+        copied in through a small buffer instead and nothing more is taken."""
+        if self.in_memory or not self._read_direct:
+            return 0
+        slack = 2 * _ALIGN * self.runs
+        self._slots = slack <= GROUP_SHARE * budget / 4
+        return slack if self._slots else 0
+
     def prefetch(self, first: int, end: int) -> None:
-        """Read piles ``[first, end)`` of every run at once, for :meth:`pile_parts` to serve.
+        """Read piles ``[first, end)`` of every run at once, for :meth:`pile_parts` to serve
+        (:meth:`read_ahead`, then :meth:`use`).
 
         In each run consecutive piles lie next to each other, so two reads per run (its keys,
         then its bytes) fetch them all: pass 2 then reads segments as large as the group
         rather than one (run, pile) segment at a time, which beyond the page cache (S/M large,
         many runs x piles) would be millions of small reads."""
-        self._group = None
+        self.use(self.read_ahead(first, end))
+
+    def read_ahead(self, first: int, end: int) -> Any:
+        """Start reading piles ``[first, end)`` of every run (by :data:`READ_THREADS` threads)
+        while the caller orders the range before; :meth:`use` makes it the range that
+        :meth:`pile_parts` serves. At most one range is read ahead at a time (the two take
+        two sets of buffers). Returns None for runs in memory and for a range of one pile
+        (such a pile is read as it is ordered)."""
         if self.in_memory or end - first < 2:
-            return
+            return None
         counts, sizes = self._index()
         kpos, dpos = self._positions(first)
-        kcount = counts[first:end].sum(axis=0, dtype=np.int64)
-        dsize = sizes[first:end].sum(axis=0, dtype=np.int64)
-        keys = np.empty(int(kcount.sum()), dtype=np.uint64)
-        data = np.empty(int(dsize.sum()), dtype=np.uint8)
+        piles_k = 8 * np.cumsum(counts[first:end], axis=0, dtype=np.int64)
+        piles_d = np.cumsum(sizes[first:end], axis=0, dtype=np.int64)
+        kcount, dsize = piles_k[-1] // 8, piles_d[-1]
+        # where each pile of the range starts in every run (segments() of its piles)
+        at_k = kpos + np.vstack((np.zeros_like(kpos), piles_k[:-1]))
+        at_d = dpos + np.vstack((np.zeros_like(dpos), piles_d[:-1]))
+        live = np.flatnonzero(kcount)
+        slots = self._read_direct and self._slots
         kat = np.concatenate(([0], np.cumsum(kcount)[:-1]))
-        dat = np.concatenate(([0], np.cumsum(dsize)[:-1]))
-        for r in np.flatnonzero(kcount).tolist():
-            path = self.files[self.run_file[r]]
-            n, nbytes = int(kcount[r]), int(dsize[r])
-            try:
-                fd = self._fd(self.run_file[r])
-                got_keys = _pread_into(fd, keys[kat[r] : kat[r] + n], int(kpos[r]))
-                got = _pread_into(fd, data[dat[r] : dat[r] + nbytes], int(dpos[r]))
-            except OSError as e:
-                raise os_error(e, path, "cannot read temporary file") from None
-            if got_keys != 8 * n or got != nbytes:
-                raise KxError(f"temporary file {path!r} was truncated or changed during the run")
-        # a segment at file offsets (k, d) of run r is at (k - kbase[r]) / 8, d - dbase[r]
+        # around the page cache, run r's bytes go to a page-aligned slot, at the offset they
+        # have in their page, and are read there straight
+        head = dpos % _ALIGN if slots else np.zeros_like(dpos)
+        region = -(-(head + dsize) // _ALIGN) * _ALIGN if slots else dsize
+        which = self._next_set
+        self._next_set ^= 1
+        keys_buf, blocks = self._sets[which]
+        keys = _reuse(keys_buf, int(kcount.sum()), np.uint64)
+        self._sets[which] = (keys, blocks)
+        # the slots are carved from blocks of _BLOCK bytes kept from one range to the next
+        # (a larger slot has a block of its own): pages in use already cost nothing to fill
+        # again, where fresh ones are faulted in one by one, and blocks of the size pass 1
+        # freed are found among its freed memory, where one buffer for the range would not
+        where: list[np.ndarray | None] = [None] * self.runs
+        dat = np.zeros(self.runs, dtype=np.int64)
+        spans = []
+        # (a new block is no bigger than what is left to place)
+        left = int(region.sum())
+        b = used = 0
+        for r in live.tolist():
+            size, n = int(region[r]), int(dsize[r])
+            if size > _BLOCK:
+                block, at = aligned_empty(size), 0
+            else:
+                while b < len(blocks) and used + size > len(blocks[b]):
+                    b, used = b + 1, 0
+                if b == len(blocks):
+                    blocks.append(aligned_empty(max(size, min(_BLOCK, _aligned(left)))))
+                block, at = blocks[b], used
+                used += size
+            left -= size
+            where[r] = block
+            dat[r] = at + int(head[r])
+            k_span = keys[kat[r] : kat[r] + kcount[r]]
+            if slots:
+                spans.append((r, k_span, int(kpos[r]), block[at : at + size], int(dpos[r]),
+                              int(head[r]), n))
+            else:
+                spans.append((r, k_span, int(kpos[r]), block[at : at + n], int(dpos[r])))
+        futures = self._read_spans(spans)
+        self._ahead += 1
+        # a segment at file offsets (k, d) of run r is at (k - kbase[r]) / 8 of the keys and
+        # at d - dbase[r] of where[r]
         kbase = kpos - 8 * kat
         dbase = dpos - dat
-        self._group = (first, end, kbase, dbase, keys, data)
+        return (first, end, kbase, dbase, keys, where, at_k, at_d), futures
+
+    def use(self, pending: Any) -> None:
+        """Wait for the range :meth:`read_ahead` started (its errors are raised here) and
+        make it the one :meth:`pile_parts` serves."""
+        self._group = None
+        if pending is None:
+            return
+        group, futures = pending
+        self._ahead -= 1
+        for future in futures:
+            future.result()
+        self._group = group
+
+    def _read_span(
+        self, r: int, keys: np.ndarray, kpos: int, data: np.ndarray, dpos: int,
+        head: int | None = None, nbytes: int | None = None,
+        direct: tuple[int, np.ndarray] | None = None,
+    ) -> None:
+        """Fill ``keys`` and ``data`` from run ``r``'s file at ``kpos`` and ``dpos``. With
+        ``direct`` (a descriptor opened with ``O_DIRECT`` and an aligned buffer) around the
+        page cache, unless the file system refuses (then from then on through it): the keys
+        through the buffer, and the bytes through it too, unless ``data`` is an aligned slot
+        that the ``nbytes`` bytes at ``dpos`` fill from ``head`` on, read into straight."""
+        path = self.files[self.run_file[r]]
+        want = len(data) if head is None else nbytes
+        try:
+            got_keys = got = -1
+            if direct is not None:
+                fd, stage = direct
+                try:
+                    got_keys = _pread_direct(fd, stage, keys.view(np.uint8), kpos)
+                    if head is None:
+                        got = _pread_direct(fd, stage, data, dpos)
+                    else:
+                        got = _pread_slot(fd, data, dpos - head, head + nbytes) - head
+                        got = min(got, nbytes)  # type: ignore[type-var]
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                    self._read_direct = False  # e.g. a file system without direct reads
+                    _NO_DIRECT_READ.add(self.directory)  # type: ignore[arg-type]
+                    got_keys = got = -1
+            if got < 0:
+                fd = self._fd(self.run_file[r])
+                got_keys = _pread_into(fd, keys, kpos)
+                target = data if head is None else data[head : head + nbytes]
+                got = _pread_into(fd, target, dpos)
+        except OSError as e:
+            raise os_error(e, path, "cannot read temporary file") from None
+        if got_keys != 8 * len(keys) or got != want:
+            raise KxError(f"temporary file {path!r} was truncated or changed during the run")
+
+    def _read_spans(self, spans: list) -> list:
+        """Start :meth:`_read_span` for each of ``spans`` on :data:`READ_THREADS` threads, each
+        with an aligned buffer of its own: around the page cache where the file system allows
+        (a direct read waits for the device: several in flight keep it busy), through it
+        otherwise. Returns the threads' futures."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        fds: dict[int, int | None] = {}
+        for f in sorted({self.run_file[span[0]] for span in spans}):
+            if self._read_direct and f not in self._direct_fds:
+                try:
+                    self._direct_fds[f] = os.open(self.files[f], os.O_RDONLY | os.O_DIRECT)
+                except OSError:  # no direct I/O here (or no such file: the buffered read says)
+                    self._read_direct = False
+                    _NO_DIRECT_READ.add(self.directory)  # type: ignore[arg-type]
+            fds[f] = self._direct_fds.get(f)
+            self._fd(f)  # opened here, not by the threads
+        if self._readers is None:
+            self._readers = (ThreadPoolExecutor(READ_THREADS), threading.local())
+        pool, local = self._readers
+
+        def read(part: list) -> None:
+            stage = getattr(local, "stage", None)
+            if stage is None and self._read_direct:
+                stage = local.stage = aligned_empty(_READ_STAGE)
+            for span in part:
+                fd = fds[self.run_file[span[0]]]
+                direct = (fd, stage) if self._read_direct and fd is not None else None
+                self._read_span(*span, direct=direct)
+
+        # each thread takes every READ_THREADS-th span (one task per thread, not per span:
+        # a task costs tens of microseconds, as much as a read)
+        return [pool.submit(read, spans[t::READ_THREADS]) for t in range(READ_THREADS)]
 
     def segments(self, p: int) -> list[tuple[int, int, int, int, int]]:
         """Pile ``p``'s segments, one per run that has records in it: (run, records, bytes,
         where its keys start, where its bytes start)."""
         counts, sizes = self._index()
-        kpos, dpos = self._positions(p)
+        group = self._group
+        if group is not None and group[0] <= p < group[1]:
+            kpos, dpos = group[6][p - group[0]], group[7][p - group[0]]
+        else:
+            kpos, dpos = self._positions(p)
         rs = np.flatnonzero(counts[p])
         return list(
             zip(
@@ -469,8 +682,12 @@ class _Runs:
         """The bytes, keys and record lengths (None when not kept) of pile ``p``, in parts of
         whole runs' segments of about ``limit`` bytes at most (a single segment may be
         larger)."""
-        if self._group is not None and not self._group[0] <= p < self._group[1]:
+        if self._group is None or not self._group[0] <= p < self._group[1]:
+            # a pile read alone (a big one): the buffers of earlier ranges are let go of
+            # (unless a range is being read ahead into them)
             self._group = None
+            if not self._ahead:
+                self._sets = [(None, []), (None, [])]
         segments = self.segments(p)
         i = 0
         while i < len(segments):
@@ -493,7 +710,7 @@ class _Runs:
         if group is not None and len(segments) == 1:
             r, n, nbytes, k, d = segments[0]
             k0, d0 = (k - int(group[2][r])) // 8, d - int(group[3][r])
-            return group[5][d0 : d0 + nbytes], group[4][k0 : k0 + n], None
+            return group[5][r][d0 : d0 + nbytes], group[4][k0 : k0 + n], None
         data = np.empty(size, dtype=np.uint8)
         keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
         at = kat = 0
@@ -501,7 +718,7 @@ class _Runs:
             if group is not None:
                 kb, db = int(group[2][r]), int(group[3][r])
                 keys[kat : kat + n] = group[4][(k - kb) // 8 : (k - kb) // 8 + n]
-                data[at : at + nbytes] = group[5][d - db : d - db + nbytes]
+                data[at : at + nbytes] = group[5][r][d - db : d - db + nbytes]
             else:
                 path = self.files[self.run_file[r]]
                 try:
@@ -579,19 +796,37 @@ class _Runs:
                     os.close(fd)
         self.fd = self._direct_fd = None
         self._stage = None
-        for fd in self._fds.values():
+        self._sets = [(None, []), (None, [])]
+        self._ahead = 0
+        if self._readers is not None:
+            self._readers[0].shutdown(wait=True)
+            self._readers = None
+        for fd in (*self._fds.values(), *self._direct_fds.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        self._direct_fds.clear()
 
     def remove(self) -> None:
         """Close and delete every file (or let go of the runs in memory)."""
         self.close()
         self.memory = []
         self.sources = []
-        for path in self.files:
+
+        def unlink(path: str) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+        if len(self.files) > 1:
+            # the file system frees a big file's blocks as it is removed (about 1.2 s for 6 GB
+            # here): the files of several workers are removed at once
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(8, len(self.files))) as pool:
+                list(pool.map(unlink, self.files))
+        else:
+            for path in self.files:
+                unlink(path)
 
 
 class _Spiller:

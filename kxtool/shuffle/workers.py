@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from ..textio import (
 )
 from . import plan
 from .keys import record_keys
-from .output import _drain, _drain_pile, _OffsetSink, _PipeSink, _Writer
+from .output import _drain, _drain_pile, _PipeSink, _Queued, _Writer, _Writes
 from .plan import _check_space
 from .reading import _check_record_lengths, _Chunk, _RangePlan, _read_range, _Reader
 from .runs import _Runs, _Spiller
@@ -49,6 +50,7 @@ class _Pool:
         self.sep = sep
         self.bits = bits
         self.directory = directory
+        self.direct = direct
         try:
             for w in range(jobs):
                 parent, child = ctx.Pipe()
@@ -237,7 +239,7 @@ class _Pool:
         return self._collect_runs(), head
 
     def _collect_runs(self) -> _Runs:
-        merged = _Runs(self.directory, self.sep, 0, self.bits, "merged")
+        merged = _Runs(self.directory, self.sep, 0, self.bits, "merged", self.direct)
         for w in range(len(self.workers)):
             try:
                 self.workers[w][1].send(("end",))
@@ -257,26 +259,46 @@ class _Pool:
         jobs = len(self.workers)
         counts, sizes = runs.pile_totals()
         # ranges of consecutive piles, each read from every run at once, dealt out in turn
-        groups = plan._pile_groups(counts, sizes, budget)
+        groups = plan._pile_groups(counts, sizes, budget, runs.read_slack(budget))
         target = writer.direct_target()
         if target is not None:
             path, base = target
-            name = writer.output
             offsets = (base + np.concatenate(([0], np.cumsum(sizes)[:-1]))).tolist()
-            for w in range(jobs):
-                mine = groups[w::jobs]
-                starts = [offsets[first] for first, _end in mine]
-                msg = ("drain_to", runs, mine, starts, budget, path, name)
+            # ranges are handed out as workers finish them (two ahead each, so that none
+            # waits for its next one): a worker that is slowed down takes fewer of them
+            queue = iter(groups)
+            ahead = [0] * jobs
+            busy = set(range(jobs))
+
+            def send(w: int, msg: tuple) -> None:
                 try:
                     self.workers[w][1].send(msg)
                 except OSError:
                     raise self._failed(w) from None
-            busy = set(range(jobs))
+
+            def deal(w: int) -> None:
+                group = next(queue, None)
+                if group is not None:
+                    send(w, ("group", group[0], group[1], offsets[group[0]]))
+                    ahead[w] += 1
+                elif ahead[w] == 0:
+                    send(w, ("no_more",))
+
+            for w in range(jobs):
+                send(w, ("drain_to", runs, budget, path, writer.output))
+            for w in range(jobs):
+                deal(w)  # a first range each (or the end, should there be none)
+            for w in range(jobs):
+                if ahead[w]:
+                    deal(w)  # and the next
             while busy:
                 for w in self._wait():
                     msg = self._recv(w)
                     if msg[0] == "pile":
                         writer.advance(msg[1])
+                    elif msg[0] == "group_done":
+                        ahead[w] -= 1
+                        deal(w)
                     elif msg[0] == "done":
                         busy.discard(w)
             writer.advance_done(int(sizes.sum()))
@@ -385,8 +407,8 @@ def _worker(
                 merged.close()
                 conn.send(("done",))
             elif kind == "drain_to":
-                _, merged, groups, starts, budget, path, out_name = msg
-                _drain_to_file(merged, groups, starts, budget, path, out_name, conn)
+                _, merged, budget, path, out_name = msg
+                _drain_to_file(merged, budget, path, out_name, conn)
                 merged.close()
                 conn.send(("done",))
             else:
@@ -406,33 +428,63 @@ def _worker(
 
 def _drain_to_file(
     runs: _Runs,
-    groups: Sequence[tuple[int, int]],
-    starts: Sequence[int],
     budget: int,
     path: str,
     name: str,
     conn: Connection,
 ) -> None:
-    """Pass 2 in a worker: its ranges of consecutive piles (each read from every run at once),
-    each pile written straight into the output at its offset (a range's piles follow each
-    other in the output from the range's start)."""
+    """Pass 2 in a worker: the ranges of consecutive piles it is sent, ``("group", first,
+    end, offset)``, until ``("no_more",)``; each range read from every run at once and each of
+    its piles written straight into the output, from ``offset`` on (a range's piles follow
+    each other in the output)."""
     counts, sizes = runs.pile_totals()
     out = PositionalWriter(path, name, direct=int(sizes.sum()) >= plan.DIRECT_MIN)
+    # the piles are written by threads while the next ones are ordered (a direct write waits
+    # for the device), at most a sixteenth of the budget waiting
+    writes = _Writes(out, lambda n: conn.send(("pile", n)), plan.write_queue(budget))
+    # ranges received: the main process sends two ahead, so the next range is read while
+    # this one is ordered (not while a pile alone is, which may take the whole budget)
+    queue: deque = deque()
+    ended = False
+
+    def receive(wait: bool) -> None:
+        nonlocal ended
+        if ended or (not wait and not conn.poll()):
+            return
+        msg = conn.recv()
+        if msg[0] != "group":
+            ended = True
+            return
+        queue.append(msg[1:])
+
     try:
-        for (first, end), offset in zip(groups, starts, strict=True):
-            if end - first > 1:
-                runs.prefetch(first, end)
+        receive(True)
+        pending = runs.read_ahead(*queue[0][:2]) if queue else None
+        while queue:
+            first, end, offset = queue.popleft()
+            runs.use(pending)
+            pending = None
+            if not queue:
+                receive(False)
+            if queue and end - first > 1:
+                pending = runs.read_ahead(*queue[0][:2])
             for p in range(first, end):
                 if not counts[p]:
                     continue
-                sink = _OffsetSink(out, offset)
+                sink = _Queued(writes, offset)
                 _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
                 if sink.offset != offset + int(sizes[p]):
                     raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
                 offset = sink.offset
-                conn.send(("pile", int(sizes[p])))
             runs.release()
+            conn.send(("group_done",))
+            if not queue:
+                receive(True)
+            if queue and pending is None:
+                pending = runs.read_ahead(*queue[0][:2])
+        writes.finish()
     finally:
+        writes.close()
         out.close()
 
 
