@@ -15,8 +15,9 @@ Generates (once, cached in DIR) a file of random printable lines of 20-200 bytes
   parts against `zcat parts | shuf` and `zstdcat parts | shuf`.
 - ``small``: a 300 MB file with kxtool's default budget (in memory, where start-up counts).
 - ``sample``: ``-n COUNT`` (default 1,000,000) from the file and from a pipe (``cat file |``),
-  against GNU ``shuf -n`` the same two ways and `cat > /dev/null`; the verdict gives the
-  throughput against ``shuf -n`` and the time against reading the file once.
+  against GNU ``shuf -n`` the same two ways, `cat > /dev/null` and `cat | cat > /dev/null`
+  (the file read once through a pipe); the verdict gives the throughput against ``shuf -n``
+  and the time against reading the file once.
 
 ``--input FILE`` takes an existing file instead of generating one (it is only read; outputs
 go under ``--dir``).
@@ -162,6 +163,8 @@ def cases_for(args, src: str, directory: str) -> tuple[list[tuple[str, str]], st
         return (
             [
                 ("cat > /dev/null", f"cat {src} > /dev/null"),
+                # reading the file once through a pipe: what the pipe route itself costs
+                ("cat | cat > /dev/null", f"cat {src} | cat > /dev/null"),
                 (f"GNU shuf -n {n}", f"shuf -n {n} {src} -o {out}"),
                 (f"cat | GNU shuf -n {n}", f"cat {src} | shuf -n {n} -o {out}"),
                 (f"kxtool shuffle -n {n}", f"{kx} shuffle -n {n} {src} --seed 1 -o {out}"),

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import KxError
-from ..records import _native as _records_native
 from ..records import (
+    WHERE_BITS,
     aligned_empty,
     count_separators,
     gather,
@@ -21,6 +21,7 @@ from ..records import (
     record_ends,
     starts_of,
 )
+from ..records import _native as _records_native
 from ..textio import (
     os_error,
     preallocate,
@@ -536,6 +537,9 @@ class _Runs:
         # again, where fresh ones are faulted in one by one, and blocks of the size pass 1
         # freed are found among its freed memory, where one buffer for the range would not
         where: list[np.ndarray | None] = [None] * self.runs
+        # the buffers the range's bytes lie in, and which one holds each run's
+        sources: list[np.ndarray] = []
+        source = np.zeros(self.runs, dtype=np.uint64)
         dat = np.zeros(self.runs, dtype=np.int64)
         spans = []
         # (a new block is no bigger than what is left to place)
@@ -545,6 +549,7 @@ class _Runs:
             size, n = int(region[r]), int(dsize[r])
             if size > _BLOCK:
                 block, at = aligned_empty(size), 0
+                sources.append(block)
             else:
                 while b < len(blocks) and used + size > len(blocks[b]):
                     b, used = b + 1, 0
@@ -554,6 +559,11 @@ class _Runs:
                 used += size
             left -= size
             where[r] = block
+            if sources and sources[-1] is block:
+                source[r] = len(sources) - 1
+            else:
+                sources.append(block)
+                source[r] = len(sources) - 1
             dat[r] = at + int(head[r])
             k_span = keys[kat[r] : kat[r] + kcount[r]]
             if slots:
@@ -567,7 +577,7 @@ class _Runs:
         # at d - dbase[r] of where[r]
         kbase = kpos - 8 * kat
         dbase = dpos - dat
-        return (first, end, kbase, dbase, keys, where, at_k, at_d), futures
+        return (first, end, kbase, dbase, keys, where, at_k, at_d, sources, source), futures
 
     def use(self, pending: Any) -> None:
         """Wait for the range :meth:`read_ahead` started (its errors are raised here) and
@@ -688,6 +698,17 @@ class _Runs:
             self._group = None
             if not self._ahead:
                 self._sets = [(None, []), (None, [])]
+        group = self._group
+        if group is not None and _records_native is not None:
+            counts, sizes = self._index()
+            if int(sizes[p].sum()) <= limit:  # the whole pile at once, with no segment list
+                rs = np.flatnonzero(counts[p])
+                at_k, at_d = group[6][p - group[0]], group[7][p - group[0]]
+                yield self._join_group(
+                    group, rs, counts[p, rs].astype(np.int64), sizes[p, rs].astype(np.int64),
+                    at_k[rs], at_d[rs],
+                )
+                return
         segments = self.segments(p)
         i = 0
         while i < len(segments):
@@ -711,6 +732,9 @@ class _Runs:
             r, n, nbytes, k, d = segments[0]
             k0, d0 = (k - int(group[2][r])) // 8, d - int(group[3][r])
             return group[5][r][d0 : d0 + nbytes], group[4][k0 : k0 + n], None
+        if group is not None and _records_native is not None:
+            columns = (np.array(c, dtype=np.int64) for c in zip(*segments, strict=True))
+            return self._join_group(group, *columns)
         data = np.empty(size, dtype=np.uint8)
         keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
         at = kat = 0
@@ -734,6 +758,25 @@ class _Runs:
             at += nbytes
             kat += n
         return data, keys, None
+
+    @staticmethod
+    def _join_group(
+        group: tuple, rs: np.ndarray, ns: np.ndarray, nbytes: np.ndarray, ks: np.ndarray,
+        ds: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, None]:
+        """:meth:`read` of segments of the range read ahead: every segment is copied by the
+        gather kernel, taken as one record (a pile has a segment in each of up to thousands
+        of runs; copied one by one from here, that cost microseconds of the interpreter's
+        time each, as much as the copying). The segments are given as columns: their runs,
+        records, bytes, and where their keys and bytes are in the run files."""
+        kbase, dbase, keys = group[2], group[3], group[4]
+        sources, source = group[8], group[9]
+        shift = np.uint64(WHERE_BITS)
+        where = (source[rs] << shift) | (ds - dbase[rs]).astype(np.uint64)
+        data = gather_where(sources, where, nbytes)
+        key_where = (ks - kbase[rs]).astype(np.uint64)
+        key_bytes = gather_where([keys.view(np.uint8)], key_where, 8 * ns)
+        return data, key_bytes.view(np.uint64), None
 
     def positions(
         self, segments: list[tuple[int, int, int, int, int]]
