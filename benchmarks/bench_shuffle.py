@@ -280,10 +280,12 @@ def main() -> None:
         cat = med("cat > /dev/null", 0)
         piped = med(f"cat | kxtool shuffle -n {args.count}", 0)
         shuf_piped = med(f"cat | GNU shuf -n {args.count}", 0)
+        cat_piped = med("cat | cat > /dev/null", 0)
         verdict += (
             f" It takes {kx_wall / cat:.2f}x the time of cat > /dev/null; from a pipe,"
-            f" {piped / cat:.2f}x that time and {shuf_piped / piped:.2f}x the throughput of"
-            f" cat | shuf -n."
+            f" {piped / cat:.2f}x that time ({piped / cat_piped:.2f}x the time of reading the"
+            f" file once through the pipe, cat | cat > /dev/null) and"
+            f" {shuf_piped / piped:.2f}x the throughput of cat | shuf -n."
         )
     what = {"file": "the file", "parts": f"{args.parts} gzip and zstd parts of the file",
             "small": "the file", "sample": "the file"}[args.mode]
