@@ -249,20 +249,18 @@ def _drain(
     pending = runs.read_ahead(*groups[0]) if groups else None
     for i, (first, end) in enumerate(groups):
         runs.use(pending)
-        pending = None
-        # the next range is read while this one is ordered (not while a pile alone is: it
-        # may take the whole budget)
-        ahead = i + 1 < len(groups) and end - first > 1
-        if ahead:
-            pending = runs.read_ahead(*groups[i + 1])
+        following = groups[i + 1] if i + 1 < len(groups) else None
+        # the next range is read while this one is ordered (after a pile alone: it may take
+        # the whole budget)
+        pending = runs.read_ahead(*following) if following and end - first > 1 else None
         for p in range(first, end):
             if counts[p]:
                 _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
                 if end_piles:
                     sink.end_pile()
         runs.release()
-        if i + 1 < len(groups) and not ahead:
-            pending = runs.read_ahead(*groups[i + 1])
+        if following and pending is None:
+            pending = runs.read_ahead(*following)
 
 
 def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -93,26 +93,29 @@ def _pread_direct(fd: int, stage: np.ndarray, dest: np.ndarray, offset: int) -> 
     return done
 
 
-def _pread_slot(fd: int, slot: np.ndarray, start: int, need: int) -> int:
-    """Read from ``start`` (aligned) of a file opened with ``O_DIRECT`` into ``slot`` (aligned
-    in memory and in size) until ``need`` bytes are there; return the bytes read (fewer only
-    at the end of the file). OSError propagates."""
-    view = memoryview(slot).cast("B")
-    done = 0
-    while done < need:
-        got = os.preadv(fd, [view[done : done + _IO_STEP]], start + done)
-        if got == 0:
-            break
-        done += got
-    return done
-
-
 def _reuse(buffer: np.ndarray | None, size: int, dtype: type) -> np.ndarray:
     """``buffer`` when it holds ``size`` items, else a new array of them: pages in use
     already cost nothing to fill again, where fresh ones are faulted in one by one."""
     if buffer is not None and len(buffer) >= size:
         return buffer
     return np.empty(size, dtype=dtype)
+
+
+class _Range(NamedTuple):
+    """Piles ``[first, end)`` of every run, read at once (see :meth:`_Runs.read_ahead`)."""
+
+    first: int
+    end: int
+    #: a pile's keys at file offset k of run r are at (k - kbase[r]) / 8 of ``keys``; its
+    #: bytes at file offset d are at d - dbase[r] of ``sources[source[r]]``
+    kbase: np.ndarray
+    dbase: np.ndarray
+    keys: np.ndarray
+    sources: list[np.ndarray]
+    source: np.ndarray
+    #: where each pile of the range starts in every run's file (keys, bytes): piles x runs
+    at_k: np.ndarray
+    at_d: np.ndarray
 
 
 def _by_position(data: np.ndarray) -> bool:
@@ -191,9 +194,8 @@ class _Runs:
         self._ahead = 0  # ranges read ahead and not yet used
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
         self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
-        # piles [first, end) of every run read at once by prefetch(): where the spans start
-        # in the run files, and the spans themselves (keys, bytes), one array each
-        self._group: tuple | None = None
+        # piles [first, end) of every run read at once by prefetch(), served by pile_parts()
+        self._group: _Range | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -536,7 +538,6 @@ class _Runs:
         # (a larger slot has a block of its own): pages in use already cost nothing to fill
         # again, where fresh ones are faulted in one by one, and blocks of the size pass 1
         # freed are found among its freed memory, where one buffer for the range would not
-        where: list[np.ndarray | None] = [None] * self.runs
         # the buffers the range's bytes lie in, and which one holds each run's
         sources: list[np.ndarray] = []
         source = np.zeros(self.runs, dtype=np.uint64)
@@ -549,7 +550,6 @@ class _Runs:
             size, n = int(region[r]), int(dsize[r])
             if size > _BLOCK:
                 block, at = aligned_empty(size), 0
-                sources.append(block)
             else:
                 while b < len(blocks) and used + size > len(blocks[b]):
                     b, used = b + 1, 0
@@ -558,12 +558,9 @@ class _Runs:
                 block, at = blocks[b], used
                 used += size
             left -= size
-            where[r] = block
-            if sources and sources[-1] is block:
-                source[r] = len(sources) - 1
-            else:
+            if not sources or sources[-1] is not block:
                 sources.append(block)
-                source[r] = len(sources) - 1
+            source[r] = len(sources) - 1
             dat[r] = at + int(head[r])
             k_span = keys[kat[r] : kat[r] + kcount[r]]
             if slots:
@@ -573,11 +570,8 @@ class _Runs:
                 spans.append((r, k_span, int(kpos[r]), block[at : at + n], int(dpos[r])))
         futures = self._read_spans(spans)
         self._ahead += 1
-        # a segment at file offsets (k, d) of run r is at (k - kbase[r]) / 8 of the keys and
-        # at d - dbase[r] of where[r]
-        kbase = kpos - 8 * kat
-        dbase = dpos - dat
-        return (first, end, kbase, dbase, keys, where, at_k, at_d, sources, source), futures
+        group = _Range(first, end, kpos - 8 * kat, dpos - dat, keys, sources, source, at_k, at_d)
+        return group, futures
 
     def use(self, pending: Any) -> None:
         """Wait for the range :meth:`read_ahead` started (its errors are raised here) and
@@ -612,7 +606,8 @@ class _Runs:
                     if head is None:
                         got = _pread_direct(fd, stage, data, dpos)
                     else:
-                        got = _pread_slot(fd, data, dpos - head, head + nbytes) - head
+                        # the whole slot: its start and size are aligned, as direct reads need
+                        got = _pread_into(fd, data, dpos - head) - head
                         got = min(got, nbytes)  # type: ignore[type-var]
                 except OSError as e:
                     if e.errno != errno.EINVAL:
@@ -670,8 +665,8 @@ class _Runs:
         where its keys start, where its bytes start)."""
         counts, sizes = self._index()
         group = self._group
-        if group is not None and group[0] <= p < group[1]:
-            kpos, dpos = group[6][p - group[0]], group[7][p - group[0]]
+        if group is not None and group.first <= p < group.end:
+            kpos, dpos = group.at_k[p - group.first], group.at_d[p - group.first]
         else:
             kpos, dpos = self._positions(p)
         rs = np.flatnonzero(counts[p])
@@ -692,18 +687,18 @@ class _Runs:
         """The bytes, keys and record lengths (None when not kept) of pile ``p``, in parts of
         whole runs' segments of about ``limit`` bytes at most (a single segment may be
         larger)."""
-        if self._group is None or not self._group[0] <= p < self._group[1]:
+        if self._group is None or not self._group.first <= p < self._group.end:
             # a pile read alone (a big one): the buffers of earlier ranges are let go of
             # (unless a range is being read ahead into them)
             self._group = None
             if not self._ahead:
                 self._sets = [(None, []), (None, [])]
         group = self._group
-        if group is not None and _records_native is not None:
+        if group is not None:
             counts, sizes = self._index()
             if int(sizes[p].sum()) <= limit:  # the whole pile at once, with no segment list
                 rs = np.flatnonzero(counts[p])
-                at_k, at_d = group[6][p - group[0]], group[7][p - group[0]]
+                at_k, at_d = group.at_k[p - group.first], group.at_d[p - group.first]
                 yield self._join_group(
                     group, rs, counts[p, rs].astype(np.int64), sizes[p, rs].astype(np.int64),
                     at_k[rs], at_d[rs],
@@ -728,40 +723,21 @@ class _Runs:
         if self.in_memory:
             return self._join_in_memory(segments, size)
         group = self._group
-        if group is not None and len(segments) == 1:
-            r, n, nbytes, k, d = segments[0]
-            k0, d0 = (k - int(group[2][r])) // 8, d - int(group[3][r])
-            return group[5][r][d0 : d0 + nbytes], group[4][k0 : k0 + n], None
-        if group is not None and _records_native is not None:
+        if group is not None:
             columns = (np.array(c, dtype=np.int64) for c in zip(*segments, strict=True))
             return self._join_group(group, *columns)
         data = np.empty(size, dtype=np.uint8)
         keys = np.empty(sum(seg[1] for seg in segments), dtype=np.uint64)
         at = kat = 0
         for r, n, nbytes, k, d in segments:
-            if group is not None:
-                kb, db = int(group[2][r]), int(group[3][r])
-                keys[kat : kat + n] = group[4][(k - kb) // 8 : (k - kb) // 8 + n]
-                data[at : at + nbytes] = group[5][r][d - db : d - db + nbytes]
-            else:
-                path = self.files[self.run_file[r]]
-                try:
-                    fd = self._fd(self.run_file[r])
-                    got_keys = _pread_into(fd, keys[kat : kat + n], k)
-                    got = _pread_into(fd, data[at : at + nbytes], d)
-                except OSError as e:
-                    raise os_error(e, path, "cannot read temporary file") from None
-                if got_keys != 8 * n or got != nbytes:
-                    raise KxError(
-                        f"temporary file {path!r} was truncated or changed during the run"
-                    )
+            self._read_span(r, keys[kat : kat + n], k, data[at : at + nbytes], d)
             at += nbytes
             kat += n
         return data, keys, None
 
     @staticmethod
     def _join_group(
-        group: tuple, rs: np.ndarray, ns: np.ndarray, nbytes: np.ndarray, ks: np.ndarray,
+        group: _Range, rs: np.ndarray, ns: np.ndarray, nbytes: np.ndarray, ks: np.ndarray,
         ds: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, None]:
         """:meth:`read` of segments of the range read ahead: every segment is copied by the
@@ -769,13 +745,11 @@ class _Runs:
         of runs; copied one by one from here, that cost microseconds of the interpreter's
         time each, as much as the copying). The segments are given as columns: their runs,
         records, bytes, and where their keys and bytes are in the run files."""
-        kbase, dbase, keys = group[2], group[3], group[4]
-        sources, source = group[8], group[9]
         shift = np.uint64(WHERE_BITS)
-        where = (source[rs] << shift) | (ds - dbase[rs]).astype(np.uint64)
-        data = gather_where(sources, where, nbytes)
-        key_where = (ks - kbase[rs]).astype(np.uint64)
-        key_bytes = gather_where([keys.view(np.uint8)], key_where, 8 * ns)
+        where = (group.source[rs] << shift) | (ds - group.dbase[rs]).astype(np.uint64)
+        data = gather_where(group.sources, where, nbytes)
+        key_where = (ks - group.kbase[rs]).astype(np.uint64)
+        key_bytes = gather_where([group.keys.view(np.uint8)], key_where, 8 * ns)
         return data, key_bytes.view(np.uint64), None
 
     def positions(
@@ -855,21 +829,9 @@ class _Runs:
         self.close()
         self.memory = []
         self.sources = []
-
-        def unlink(path: str) -> None:
+        for path in self.files:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-
-        if len(self.files) > 1:
-            # the file system frees a big file's blocks as it is removed (about 1.2 s for 6 GB
-            # here): the files of several workers are removed at once
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(min(8, len(self.files))) as pool:
-                list(pool.map(unlink, self.files))
-        else:
-            for path in self.files:
-                unlink(path)
 
 
 class _Spiller:
