@@ -36,7 +36,8 @@ class _Chunk:
     """Whole records read from an input, each ending with the separator, in one buffer."""
 
     data: np.ndarray  # uint8
-    count: int  # records
+    #: records; None where the reader did not count them (see :attr:`_Reader.count_records`)
+    count: int | None
     ends: np.ndarray | None = None  # where each record ends (int64), when found already
     #: for the bytes of a mapped input (see :attr:`_Reader.sources`): the position of the
     #: first byte (see :func:`~kxtool.records.gather_where`), which stays valid while the
@@ -50,6 +51,7 @@ class _Chunk:
     def memory(self) -> int:
         """Memory the records take while they wait (their bytes and their ends, later their
         keys and lengths)."""
+        assert self.count is not None
         return self.nbytes + RECORD_REST * self.count
 
 
@@ -241,6 +243,12 @@ class _Reader:
         #: whether chunks carry their records' ends (found in the one scan that counts them;
         #: those who group the chunk here need them, workers that are sent it do not)
         self.keep_ends = True
+        #: whether chunks carry their count (without ends): off, they come with count None and
+        #: whoever takes them counts the records in its own scan and tells :meth:`add_records`
+        #: before it asks for the next chunk (a stream's reading thread then scans nothing: a
+        #: pipe is what everything waits for)
+        self.count_records = True
+        self.seen_in_input = 0  # records of the input being read so far (for line numbers)
         self._spare: list[np.ndarray] = []  # buffers of chunks done with, for later reads
         #: whether the inputs are mapped into memory instead of read (see _mapped_chunks);
         #: the shuffle sets it only for plain regular files (their size is known) that are
@@ -253,6 +261,11 @@ class _Reader:
         self._mapped_names: list[str] = []
         self._populating: list[_Populate] = []
         self._drop_pages = False
+
+    def add_records(self, count: int) -> None:
+        """The records of a chunk that came without its count."""
+        self.records += count
+        self.seen_in_input += count
 
     def recycle(self, chunk: _Chunk) -> None:
         """Take back the buffer of a chunk that nothing refers to any more, for a later read:
@@ -400,7 +413,8 @@ class _Reader:
         block = self.block
         room = min(HEADROOM, block)
         carry = np.empty(0, dtype=np.uint8)  # the start of a record that spans blocks
-        seen = scanned = 0  # records of this input so far, and their bytes
+        self.seen_in_input = 0  # records of this input so far
+        scanned = 0  # and their bytes
         with open_filler(path) as fill:
             ahead = _ReadAhead(lambda buf: fill(memoryview(buf)[room : room + block]))
             ahead.ask(self._buffer(room + block))
@@ -427,25 +441,29 @@ class _Reader:
                     if cut == 0:
                         carry = region
                         if size > self.max_record:
-                            raise self._too_big(path, seen + 1)
+                            raise self._too_big(path, self.seen_in_input + 1)
                         continue
                     if kept and _last_end(region, kept, min(size, self.max_record + 1), sep) == 0:
-                        raise self._too_big(path, seen + 1)
+                        raise self._too_big(path, self.seen_in_input + 1)
                     data = region[:cut]
                     if self.keep_ends:
-                        ends = record_ends(data, sep, _expected(cut, seen, scanned))
-                        yield _Chunk(data, len(ends), ends)
+                        ends = record_ends(data, sep, _expected(cut, self.seen_in_input,
+                                                                scanned))
                         count = len(ends)
+                        self.seen_in_input += count
+                        yield _Chunk(data, count, ends)
                         del ends
-                    else:
+                    elif self.count_records:
                         count = count_separators(data, sep)
+                        self.seen_in_input += count
                         yield _Chunk(data, count)
-                    seen += count
+                    else:  # counted by the taker, before it asks for more
+                        yield _Chunk(data, None)
                     scanned += cut
                     carry = region[cut:size].copy()
                     del region, data
                     if len(carry) > self.max_record:
-                        raise self._too_big(path, seen + 1)
+                        raise self._too_big(path, self.seen_in_input + 1)
             finally:
                 ahead.stop(wait=not _may_block(path))
         if len(carry):
@@ -456,6 +474,7 @@ class _Reader:
 
     def _take_header(self, chunk: _Chunk) -> _Chunk | None:
         """Move header records from the start of ``chunk`` to :attr:`header`."""
+        assert chunk.count is not None
         take = min(self.header_wanted - len(self.header), chunk.count)
         ends = record_ends(chunk.data[: _nth_end(chunk.data, self.sep_byte, take)], self.sep_byte)
         start = 0
@@ -473,11 +492,15 @@ class _Reader:
         for idx, path in enumerate(self.inputs):
             for chunk in self._raw_chunks(path):
                 if idx == 0 and len(self.header) < self.header_wanted:
+                    if chunk.count is None:
+                        chunk.count = count_separators(chunk.data, self.sep_byte)
+                        self.seen_in_input += chunk.count
                     taken = self._take_header(chunk)
                     if taken is None:
                         continue
                     chunk = taken
-                self.records += chunk.count
+                if chunk.count is not None:
+                    self.records += chunk.count
                 yield chunk
 
 

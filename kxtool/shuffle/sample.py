@@ -141,61 +141,77 @@ class _Sample:
     def candidates(
         self,
         data: np.ndarray,
-        count: int,
+        count: int | None,
         start: int,
         seed: int,
         max_record: int,
-    ) -> tuple[_Part | None, int]:
-        """The candidates among the ``count`` records of ``data`` (whole records, the first of
-        index ``start``) and how many records the threshold left out. Touches nothing of the
-        sample but reads its threshold (a stale one only lets more records through), so
-        threads may run it."""
+    ) -> tuple[_Part | None, int, int]:
+        """The candidates among the records of ``data`` (whole records, the first of index
+        ``start``; ``count`` of them, or None where they are still to be counted), the number
+        of records and how many of them the threshold left out. Touches nothing of the sample
+        but reads its threshold (a stale one only lets more records through), so threads may
+        run it."""
         if self.n == 0 or count == 0:
-            return None, 0
+            return None, count if count is not None else count_separators(data, self.sep), 0
         threshold, guessed = self.threshold, self.guessed
         if threshold is not None and _native is not None:
             # the separators found, the keys made and compared in one pass of the kernel
             return self._native_candidates(data, count, start, seed, max_record, threshold)
         ends = record_ends(data, self.sep)
+        count = len(ends)
+        if count == 0:
+            return None, 0, 0
         starts = starts_of(ends)
         lengths = ends - starts
         if int(lengths.max()) - 1 > max_record:
             raise _long_line(max_record)
         keys = record_keys(seed, start, count)
         if threshold is None:  # every record is a candidate
-            return (data.copy(), lengths, keys), 0
+            return (data.copy(), lengths, keys), count, 0
         chosen = np.flatnonzero(keys < threshold)
         left = count - len(chosen) if guessed else 0
         if len(chosen) == 0:
-            return None, left
-        return (gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]), left
+            return None, count, left
+        part = gather(data, starts, lengths, chosen), lengths[chosen], keys[chosen]
+        return part, count, left
 
     def _native_candidates(
         self,
         data: np.ndarray,
-        count: int,
+        count: int | None,
         start: int,
         seed: int,
         max_record: int,
         threshold: np.uint64,
-    ) -> tuple[_Part | None, int]:
-        starts = np.empty(count, dtype=np.int64)
-        lengths = np.empty(count, dtype=np.int64)
-        keys = np.empty(count, dtype=np.uint64)
+    ) -> tuple[_Part | None, int, int]:
+        # room for every record when their number is known; otherwise for the candidates of
+        # a record every 32 bytes (the pages not written cost nothing), and for all of them
+        # (counted first) in the rare block that has more
+        room = count if count is not None else len(data) // 32 + 64
         a, b, c = _round_keys(seed)
-        records, chosen, longest = _native.select_scan(
-            data, self.sep, start, a, b, c, int(threshold), starts, lengths, keys
-        )
-        if records != count:  # pragma: no cover - the data changed under us
+        while True:
+            starts = np.empty(room, dtype=np.int64)
+            lengths = np.empty(room, dtype=np.int64)
+            keys = np.empty(room, dtype=np.uint64)
+            try:
+                records, chosen, longest = _native.select_scan(
+                    data, self.sep, start, a, b, c, int(threshold), starts, lengths, keys
+                )
+                break
+            except ValueError:  # more candidates than room
+                if count is not None:  # pragma: no cover - the data changed under us
+                    raise KxError("internal error: a block's records were miscounted") from None
+                room = count = count_separators(data, self.sep)
+        if count is not None and records != count:  # pragma: no cover - the data changed
             raise KxError("internal error: a block's records were miscounted")
         if longest - 1 > max_record:
             raise _long_line(max_record)
-        left = count - chosen if self.guessed else 0
+        left = records - chosen if self.guessed else 0
         if chosen == 0:
-            return None, left
+            return None, records, left
         lengths = lengths[:chosen].copy()
         part = gather(data, starts[:chosen], lengths), lengths, keys[:chosen].copy()
-        return part, left
+        return part, records, left
 
     def take(self, part: _Part | None, count: int, left: int) -> None:
         """Add what :meth:`candidates` found in ``count`` records."""
@@ -324,41 +340,40 @@ def _scan(
     seed: int,
     sep: int,
     max_record: int,
-    jobs: int,
     total: int | None,
 ) -> None:
-    """Offer every block of ``reader`` to ``sample``: read here, scanned by ``jobs`` threads
-    (numpy and the kernel let go of the interpreter lock in the scans, keys and copies), and
-    taken in order by one more thread, so that this one only reads (from a pipe, reading is
-    what everything waits for). ``total``, when given, is the input's size, for a first
-    guess at the threshold."""
+    """Offer every block of ``reader`` (a stream: a pipe, a compressed file) to ``sample``.
+    The reader's thread reads the blocks and counts nothing; this one finds the candidates of
+    each block in one pass of the kernel, which counts the records (about 4 GB/s: well ahead
+    of a pipe, or of any decompressor); one more thread takes them into the sample.
+    ``total``, when given, is the input's size, for a first guess at the threshold."""
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
     start = 0
     seen_bytes = 0  # of the blocks taken
+    reader.count_records = False
 
-    def taken(f: Future) -> None:  # type: ignore[type-arg]
+    def taken(part: _Part | None, n: int, left: int, nbytes: int) -> None:
         nonlocal seen_bytes
-        part, n, left, nbytes = f.result()
         sample.take(part, n, left)
         seen_bytes += nbytes
         if total is not None and sample.threshold is None and seen_bytes >= GUESS_AFTER:
             sample.guess(int(total * sample.seen / seen_bytes))
 
-    def scan(data: np.ndarray, n: int, first: int):  # type: ignore[no-untyped-def]
-        part, left = sample.candidates(data, n, first, seed, max_record)
-        return part, n, left, len(data)
-
-    with ThreadPoolExecutor(max(1, jobs)) as ex, ThreadPoolExecutor(1) as collector:
+    with ThreadPoolExecutor(1) as collector:
         pending: deque[Future] = deque()  # type: ignore[type-arg]  # blocks being taken
         try:
             for chunk in reader.chunks():
-                n = chunk.count
-                pending.append(collector.submit(taken, ex.submit(scan, chunk.data, n, start)))
+                part, n, left = sample.candidates(chunk.data, chunk.count, start, seed,
+                                                  max_record)
+                if chunk.count is None:
+                    reader.add_records(n)  # before the next chunk: its line numbers
+                reader.recycle(chunk)  # the candidates are copies: its buffer is free
+                pending.append(collector.submit(taken, part, n, left, len(chunk.data)))
                 start += n
-                del chunk
-                while len(pending) > 2 * jobs or (pending and pending[0].done()):
+                del chunk, part
+                while len(pending) > 2 or (pending and pending[0].done()):
                     pending.popleft().result()
             while pending:
                 pending.popleft().result()
@@ -409,7 +424,8 @@ def _scan_ranges(
         return data, count_separators(data, sep_byte)  # the scan finds where they end
 
     def scan(data: np.ndarray, count: int, start: int):  # type: ignore[no-untyped-def]
-        return sample.candidates(data, count, start, seed, max_record)
+        part, _count, left = sample.candidates(data, count, start, seed, max_record)
+        return part, left
 
     start = seen_bytes = 0
     ranges = plan.ranges()
@@ -472,9 +488,9 @@ def sample_files(
     in ``memory`` is a :class:`KxError`. ``shards`` (a count or :class:`Parts`) splits the
     sample as it would the shuffle. ``permutation`` names a ``.npy`` file for the input index
     of each line written (see :func:`write_permutation`), written with the data. ``jobs``
-    threads scan the blocks read (default :func:`default_jobs`; the output does not depend on
-    it). Returns a
-    :class:`ShuffleResult` whose ``records`` are those written.
+    threads read and scan a plain file's byte ranges (default :func:`default_jobs`; the output
+    does not depend on it; a stream is scanned by one thread, faster than it is read). Returns
+    a :class:`ShuffleResult` whose ``records`` are those written.
 
     >>> import os, tempfile
     >>> from kxtool.shuffle import shuffle_files
@@ -541,11 +557,8 @@ def _sample_paths(
                 else:
                     reader = _Reader(paths, sep, header, 2 * _block(budget), budget // 4,
                                      progress, total)
-                    # the reading thread only counts (it is what a pipe waits for); the scan
-                    # threads find the records' ends themselves
                     reader.keep_ends = False
-                    _scan(reader, sample, seed, sep[0], budget // 4, jobs,
-                          total if guess else None)
+                    _scan(reader, sample, seed, sep[0], budget // 4, total if guess else None)
                     head = reader.header
             except _TooBig:
                 # more lines than fit: if -n asks for all of them, that is the full shuffle,
