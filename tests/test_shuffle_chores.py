@@ -109,10 +109,13 @@ def test_sample_candidates_are_the_same_with_the_kernel_and_numpy(tmp_path, corp
     path, lines = corpus
     full = tmp_path / "full.txt"
     shuffle_files(path, full, seed=3)
+    stream = tmp_path / "in.txt.gz"  # read as a stream, scanned block by block uncounted
+    stream.write_bytes(gzip.compress(open(path, "rb").read()))
     for n in (1, 50, 3000):
-        out = tmp_path / f"s{n}.txt"
-        sample_files(path, out, n, seed=3, jobs=2)
-        assert out.read_bytes().split(b"\n")[:-1] == lines_of(full)[:n]
+        for src in (path, str(stream)):
+            out = tmp_path / f"s{n}.txt"
+            sample_files(src, out, n, seed=3, jobs=2)
+            assert out.read_bytes().split(b"\n")[:-1] == lines_of(full)[:n]
 
 
 def test_sample_through_the_cli_equals_head_whatever_jobs_and_budget(tmp_path, corpus):

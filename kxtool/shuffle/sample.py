@@ -26,7 +26,15 @@ import numpy as np
 
 from ..errors import KxError
 from ..progress import Progress
-from ..records import _native, count_separators, gather, record_ends, starts_of
+from ..records import (
+    _native,
+    count_separators,
+    gather,
+    gather_where,
+    record_ends,
+    starts_of,
+    where_of,
+)
 from ..textio import (
     STDIO,
     AtomicOutputs,
@@ -84,7 +92,11 @@ class _Sample:
         self.guessed = False
         self.dropped = 0  # records left out by a guessed threshold
         self.seen = 0
-        self.data = np.empty(0, dtype=np.uint8)  # after finish: the chosen records
+        # after finish: the chosen records (in ``sources`` at ``where``, or in ``data``), their
+        # lengths and keys, and their key order
+        self.sources: list[np.ndarray] = []
+        self.where: np.ndarray | None = None
+        self.data = np.empty(0, dtype=np.uint8)
         self.lengths = np.empty(0, dtype=np.int64)
         self.keys = np.empty(0, dtype=np.uint64)
         self.order = np.empty(0, dtype=np.intp)
@@ -252,50 +264,42 @@ class _Sample:
 
     def finish(self) -> None:
         """Choose the ``n`` smallest keys and put them in key order (then :meth:`ordered` and
-        :meth:`indices` give them)."""
+        :meth:`indices` give them). With the kernel the chosen records stay in their parts,
+        which :meth:`ordered` gathers from; without it they are copied into one buffer."""
         parts, self.parts = self.parts, []
-        if not parts:
-            parts = [(self.data, self.lengths, self.keys)]
-        keys = np.concatenate([p[2] for p in parts])
+        keys = np.concatenate([p[2] for p in parts]) if parts else self.keys
         limit = None
         if len(keys) > self.n:
-            nth = np.partition(keys, self.n - 1)[self.n - 1]
-            limit = nth  # keep the keys up to it: exactly n (keys are distinct)
+            limit = np.partition(keys, self.n - 1)[self.n - 1]  # exactly n up to it: distinct
         del keys
-        # the chosen records of every part, copied once into one buffer
-        picks = []
-        nbytes = 0
+        kept: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for data, lengths, pkeys in parts:
-            if limit is None:
-                idx = None
-                size = len(data)
-            else:
+            starts = starts_of(np.cumsum(lengths))
+            if limit is not None:
                 idx = np.flatnonzero(pkeys <= limit)
-                size = int(lengths[idx].sum())
-            picks.append(idx)
-            nbytes += size
-        out = np.empty(nbytes, dtype=np.uint8)
-        klist, llist = [], []
-        at = 0
-        for i, idx in enumerate(picks):
-            data, lengths, pkeys = parts[i]
-            parts[i] = None  # type: ignore[call-overload]  # let go of each part once copied
-            if idx is None:
-                out[at : at + len(data)] = data
-                at += len(data)
-                klist.append(pkeys)
-                llist.append(lengths)
-            elif len(idx):
-                chunk = gather(data, starts_of(np.cumsum(lengths)), lengths, idx)
-                out[at : at + len(chunk)] = chunk
+                if len(idx) == 0:
+                    continue
+                starts, lengths, pkeys = starts[idx], lengths[idx], pkeys[idx]
+            kept.append((data, starts, lengths, pkeys))
+        del parts
+        if kept:
+            self.keys = np.concatenate([k[3] for k in kept])
+            self.lengths = np.concatenate([k[2] for k in kept])
+        if _native is not None:
+            self.sources = [k[0] for k in kept]
+            self.where = np.concatenate(
+                [k[1].astype(np.uint64) | np.uint64(where_of(i, 0)) for i, k in enumerate(kept)]
+            ) if kept else np.empty(0, dtype=np.uint64)
+        else:  # the chosen records of every part, copied once into one buffer
+            self.data = np.empty(int(self.lengths.sum()), dtype=np.uint8)
+            at = 0
+            for i, (data, starts, lengths, _k) in enumerate(kept):
+                kept[i] = None  # type: ignore[call-overload]  # let go of each part once copied
+                chunk = gather(data, starts, lengths)
+                self.data[at : at + len(chunk)] = chunk
                 at += len(chunk)
-                klist.append(pkeys[idx])
-                llist.append(lengths[idx])
-            del data, lengths, pkeys
-        del parts, picks
-        self.data = out
-        self.keys = np.concatenate(klist) if klist else np.empty(0, dtype=np.uint64)
-        self.lengths = np.concatenate(llist) if llist else np.empty(0, dtype=np.int64)
+                del data, chunk
+        del kept
         self.order = _order(self.keys, 0)
         if len(self.order) >= self.n:
             self.guessed = False
@@ -311,6 +315,11 @@ class _Sample:
     def ordered(self, step: int = 1 << 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The chosen records in key order, in slices of ``step`` records (after
         :meth:`finish`)."""
+        if self.where is not None:
+            for a in range(0, len(self.order), step):
+                idx = self.order[a : a + step]
+                yield gather_where(self.sources, self.where, self.lengths, idx), self.lengths[idx]
+            return
         starts = starts_of(np.cumsum(self.lengths))
         for a in range(0, len(self.order), step):
             idx = self.order[a : a + step]
