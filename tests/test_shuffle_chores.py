@@ -584,6 +584,24 @@ def test_candidates_of_a_block_not_counted_yet(tmp_path):
                 assert np.array_equal(g, w)
 
 
+def test_candidates_without_a_threshold_keep_the_largest_key(tmp_path):
+    # before there is a threshold every record is a candidate; the kernel compares keys with
+    # the largest key, so the block that holds the record of that key goes through numpy
+    from kxtool.shuffle.permutation import record_indices
+    from kxtool.shuffle.sample import _Sample
+
+    seed = 11
+    top = int(record_indices(seed, np.array([2**64 - 1], dtype=np.uint64))[0])
+    data = np.frombuffer(b"".join(b"r%d\n" % i for i in range(10)), dtype=np.uint8)
+    for start in (top - 3, top + 1):
+        for count in (None, 10):
+            part, records, left = _Sample(5, 1 << 30).candidates(data, count, start, seed, 100)
+            assert (records, left) == (10, 0)
+            assert np.array_equal(part[0], data)
+            assert np.array_equal(part[2], record_keys(seed, start, 10))
+            assert (int(part[2].max()) == 2**64 - 1) == (start == top - 3)
+
+
 def test_thinning_out_gathers_from_all_parts_at_once_as_part_by_part(monkeypatch):
     # with the kernel the records kept are gathered from every part into one; without it part
     # by part: the same records, lengths and keys in the same order

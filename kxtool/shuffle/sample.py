@@ -167,9 +167,11 @@ class _Sample:
         if self.n == 0 or count == 0:
             return None, count if count is not None else count_separators(data, self.sep), 0
         threshold, guessed = self.threshold, self.guessed
-        if threshold is not None and _native is not None:
+        if _native is not None:
             # the separators found, the keys made and compared in one pass of the kernel
-            return self._native_candidates(data, count, start, seed, max_record, threshold)
+            found = self._native_candidates(data, count, start, seed, max_record, threshold)
+            if found is not None:
+                return found
         ends = record_ends(data, self.sep)
         count = len(ends)
         if count == 0:
@@ -195,11 +197,15 @@ class _Sample:
         start: int,
         seed: int,
         max_record: int,
-        threshold: np.uint64,
-    ) -> tuple[_Part | None, int, int]:
+        threshold: np.uint64 | None,
+    ) -> tuple[_Part | None, int, int] | None:
         # room for every record when their number is known; otherwise for the candidates of
         # a record every 32 bytes (the pages not written cost nothing), and for all of them
-        # (counted first) in the rare block that has more
+        # (counted first) in the rare block that has more. Without a threshold every record
+        # is a candidate: the kernel's bound is then the largest key, which it leaves out, so
+        # a block that holds that one key (one in 2**64) is left to numpy (None).
+        every = threshold is None
+        limit = 2**64 - 1 if every else int(threshold)  # type: ignore[arg-type]
         room = count if count is not None else len(data) // 32 + 64
         a, b, c = _round_keys(seed)
         while True:
@@ -208,7 +214,7 @@ class _Sample:
             keys = np.empty(room, dtype=np.uint64)
             try:
                 records, chosen, longest = _native.select_scan(
-                    data, self.sep, start, a, b, c, int(threshold), starts, lengths, keys
+                    data, self.sep, start, a, b, c, limit, starts, lengths, keys
                 )
                 break
             except ValueError:  # more candidates than room
@@ -219,6 +225,13 @@ class _Sample:
             raise KxError("internal error: a block's records were miscounted")
         if longest - 1 > max_record:
             raise _long_line(max_record)
+        if every:
+            if chosen != records:
+                return None
+            if chosen == 0:
+                return None, 0, 0
+            # every record, in order: the block's bytes as they are
+            return (data.copy(), lengths[:chosen].copy(), keys[:chosen].copy()), records, 0
         left = records - chosen if self.guessed else 0
         if chosen == 0:
             return None, records, left
