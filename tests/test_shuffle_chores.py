@@ -602,32 +602,6 @@ def test_candidates_without_a_threshold_keep_the_largest_key(tmp_path):
             assert (int(part[2].max()) == 2**64 - 1) == (start == top - 3)
 
 
-def test_thinning_out_gathers_from_all_parts_at_once_as_part_by_part(monkeypatch):
-    # with the kernel the records kept are gathered from every part into one; without it part
-    # by part: the same records, lengths and keys in the same order
-    import kxtool.shuffle.sample as shsample
-
-    if shsample._native is None:
-        pytest.skip("the compiled kernel is not built")
-    rng = np.random.default_rng(5)
-    parts = []
-    for size in (1, 7, 300, 2, 1000):
-        lengths = rng.integers(1, 60, size).astype(np.int64)
-        data = rng.integers(0, 256, int(lengths.sum())).astype(np.uint8)
-        parts.append((data, lengths, rng.integers(0, 2**64, size, dtype=np.uint64)))
-    keys = np.concatenate([p[2] for p in parts])
-    for limit in (np.partition(keys, 99)[99] + np.uint64(1), np.uint64(2**63), keys.max() + 1):
-        got = []
-        for native in (shsample._native, None):
-            monkeypatch.setattr(shsample, "_native", native)
-            s = shsample._Sample(100, 1 << 30)
-            s.parts = list(parts)
-            got.append([np.concatenate(x) for x in zip(*s._thinned(keys, limit), strict=True)])
-        for a, b in zip(*got, strict=True):
-            assert np.array_equal(a, b)
-        assert len(got[0][2]) == int((keys < limit).sum())
-
-
 def test_sample_of_a_stream_of_short_lines_equals_the_file_route(tmp_path):
     body = b"".join(b"%d\n" % i for i in range(600_000))
     (tmp_path / "in.txt").write_bytes(body)

@@ -27,7 +27,6 @@ import numpy as np
 from ..errors import KxError
 from ..progress import Progress
 from ..records import (
-    WHERE_BITS,
     _native,
     count_separators,
     gather,
@@ -255,39 +254,19 @@ class _Sample:
         if self.fresh >= 2 * max(self.n, 1024) or self.held_memory > self.limit:
             self.compact()
 
-    def _thinned(self, keys: np.ndarray, limit: np.uint64) -> list[_Part]:
-        """The parts' records whose keys (``keys``: theirs, concatenated) are below ``limit``:
-        with the kernel, gathered from all the parts at once into one part."""
-        chosen = np.flatnonzero(keys < limit)
-        if len(chosen) == len(keys):
-            return self.parts
-        if _native is None or len(self.parts) < 2:
-            return [p for p in (self._below(p, limit) for p in self.parts) if p is not None]
-        lengths = np.concatenate([p[1] for p in self.parts])
-        ends = np.cumsum(lengths)  # of the records in the parts laid end to end
-        counts = np.array([len(p[1]) for p in self.parts], dtype=np.int64)
-        last = np.cumsum(counts)  # one past each part's last record
-        part = np.searchsorted(last, chosen, side="right")
-        before = np.concatenate(([0], ends[last[:-1] - 1]))  # bytes of the parts before each
-        lengths = lengths[chosen]
-        where = (ends[chosen] - lengths - before[part]).astype(np.uint64)
-        where |= part.astype(np.uint64) << np.uint64(WHERE_BITS)
-        del ends, part
-        data = gather_where([p[0] for p in self.parts], where, lengths)
-        return [(data, lengths, keys[chosen])]
-
     def compact(self) -> None:
         """Keep only the ``n`` smallest keys."""
         self.fresh = 0
         if self.held > self.n:
             keys = np.concatenate([p[2] for p in self.parts])
             nth = np.partition(keys, self.n - 1)[self.n - 1]
+            del keys
             if nth == np.uint64(2**64 - 1):  # no room above it (one chance in 2**64)
                 return
             self.threshold = nth + np.uint64(1)  # keys are distinct: exactly n are below
             self.guessed = False
-            self._set_parts(self._thinned(keys, self.threshold))
-            del keys
+            self._set_parts([p for p in (self._below(p, self.threshold) for p in self.parts)
+                             if p is not None])
         if self.held_memory > self.limit:
             raise _TooBig(
                 f"a sample of {self.n} lines does not fit in the memory budget: "
