@@ -265,8 +265,17 @@ class _Sample:
                 return
             self.threshold = nth + np.uint64(1)  # keys are distinct: exactly n are below
             self.guessed = False
-            self._set_parts([p for p in (self._below(p, self.threshold) for p in self.parts)
-                             if p is not None])
+            # each part let go of as soon as what it keeps is copied: the memory of the
+            # sample and its copy never exceeds what it held by more than one part
+            parts, self.parts = self.parts, []
+            kept = []
+            for i in range(len(parts)):
+                thinned = self._below(parts[i], self.threshold)
+                parts[i] = None  # type: ignore[call-overload]
+                if thinned is not None:
+                    kept.append(thinned)
+                del thinned
+            self._set_parts(kept)
         if self.held_memory > self.limit:
             raise _TooBig(
                 f"a sample of {self.n} lines does not fit in the memory budget: "
