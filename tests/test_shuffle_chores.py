@@ -602,6 +602,34 @@ def test_candidates_without_a_threshold_keep_the_largest_key(tmp_path):
             assert (int(part[2].max()) == 2**64 - 1) == (start == top - 3)
 
 
+def test_threshold_lowered_between_thinnings_keeps_the_sample_exact():
+    # between thinnings out the keys taken are counted in buckets and the threshold lowered
+    # to the end of the bucket by which n are counted: it must always keep at least n of the
+    # keys seen below it, and the sample at the end is the n smallest of all
+    from kxtool.shuffle.sample import _Sample
+
+    rng = np.random.default_rng(8)
+    for n in (1, 50, 2000):
+        s = _Sample(n, 1 << 40)
+        seen = []
+        lowered = 0
+        for _ in range(300):
+            keys = rng.integers(0, 2**64, int(rng.integers(1, 200)), dtype=np.uint64)
+            seen.append(keys)
+            if s.threshold is not None:
+                keys = keys[keys < s.threshold]  # what the scan would offer
+            before = s.threshold
+            if len(keys):
+                part = (np.zeros(len(keys), np.uint8), np.ones(len(keys), np.int64), keys)
+                s.take(part, len(keys), 0)
+            if s.threshold is not None:
+                assert int((np.concatenate(seen) < s.threshold).sum()) >= n
+                lowered += before is not None and s.threshold < before and s.fresh > 0
+        s.finish()
+        assert np.array_equal(np.sort(s.keys), np.sort(np.concatenate(seen))[:n])
+        assert lowered  # the threshold did fall between thinnings out
+
+
 def test_sample_of_a_stream_of_short_lines_equals_the_file_route(tmp_path):
     body = b"".join(b"%d\n" % i for i in range(600_000))
     (tmp_path / "in.txt").write_bytes(body)

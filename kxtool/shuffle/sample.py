@@ -54,6 +54,8 @@ from .runs import _pread_into
 
 __all__ = ["sample_files"]
 
+#: Buckets of keys counted between thinnings out, to lower the threshold (see _Sample._lower).
+BUCKETS = 4096
 #: Share of the budget the kept sample may take (its candidates and one copy while they are
 #: thinned out take as much again).
 SAMPLE_SHARE = 0.3
@@ -90,6 +92,10 @@ class _Sample:
         # key so far once n were seen, or a guess (``guessed``) that the end must confirm
         self.threshold: np.uint64 | None = None
         self.guessed = False
+        #: how many kept keys lie in each of BUCKETS equal buckets of ``width`` keys from 0 (set
+        #: by a thinning out: see _lower)
+        self.counts: np.ndarray | None = None
+        self.width = np.uint64(1)
         self.dropped = 0  # records left out by a guessed threshold
         self.seen = 0
         # after finish: the chosen records (in ``sources`` at ``where``, or in ``data``), their
@@ -253,18 +259,34 @@ class _Sample:
         self.fresh += len(part[1])
         if self.fresh >= 2 * max(self.n, 1024) or self.held_memory > self.limit:
             self.compact()
+        elif self.counts is not None:
+            self._lower(part[2])
+
+    def _lower(self, keys: np.ndarray) -> None:
+        """Count ``keys`` (below the threshold) into :attr:`counts` and lower the threshold to
+        the end of the first bucket by which ``n`` keys have been counted: at least ``n`` keys
+        are below it, so it still keeps every record of the sample, and the candidates found
+        from here on are fewer (between thinnings out the threshold would otherwise stay)."""
+        assert self.counts is not None and self.threshold is not None
+        self.counts += np.bincount((keys // self.width).astype(np.intp), minlength=BUCKETS)
+        b = int(np.searchsorted(np.cumsum(self.counts), self.n))
+        if b < BUCKETS - 1:
+            self.threshold = min(self.threshold, np.uint64((b + 1) * self.width))
 
     def compact(self) -> None:
         """Keep only the ``n`` smallest keys."""
         self.fresh = 0
         if self.held > self.n:
-            keys = np.concatenate([p[2] for p in self.parts])
-            nth = np.partition(keys, self.n - 1)[self.n - 1]
-            del keys
+            low = np.partition(np.concatenate([p[2] for p in self.parts]), self.n - 1)[: self.n]
+            nth = low[-1]
             if nth == np.uint64(2**64 - 1):  # no room above it (one chance in 2**64)
                 return
             self.threshold = nth + np.uint64(1)  # keys are distinct: exactly n are below
             self.guessed = False
+            # the n kept keys in buckets below the threshold, for _lower
+            self.width = np.uint64(int(self.threshold) // BUCKETS + 1)
+            self.counts = np.bincount((low // self.width).astype(np.intp), minlength=BUCKETS)
+            del low
             # each part let go of as soon as what it keeps is copied: the memory of the
             # sample and its copy never exceeds what it held by more than one part
             parts, self.parts = self.parts, []
