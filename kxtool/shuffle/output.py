@@ -245,22 +245,13 @@ def _drain(
     end_piles = groups is not None and isinstance(sink, _PipeSink)
     if groups is None:
         groups = _pile_groups(counts, sizes, budget, runs.read_slack(budget))
-    groups = list(groups)
-    pending = runs.read_ahead(*groups[0]) if groups else None
-    for i, (first, end) in enumerate(groups):
-        runs.use(pending)
-        following = groups[i + 1] if i + 1 < len(groups) else None
-        # the next range is read while this one is ordered (after a pile alone: it may take
-        # the whole budget)
-        pending = runs.read_ahead(*following) if following and end - first > 1 else None
+    ranges = iter(groups)
+    for first, end in runs.each_range(lambda wait: next(ranges, None)):
         for p in range(first, end):
             if counts[p]:
                 _drain_pile(runs, p, int(counts[p]), int(sizes[p]), budget, sink)
                 if end_piles:
                     sink.end_pile()
-        runs.release()
-        if following and pending is None:
-            pending = runs.read_ahead(*following)
 
 
 def _drain_to_output(runs: _Runs, budget: int, writer: _Writer, threads: int = 1) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,11 +34,11 @@ _ALIGN = 4096
 #: Bytes a direct write of a run file is staged in (one aligned buffer per run file).
 _STAGE = 1 << 20
 #: Threads that read a range of piles from the runs around the page cache (see
-#: :meth:`_Runs.prefetch`), and the aligned buffer each one reads through: a direct read waits
+#: :meth:`_Runs.read_ahead`), and the aligned buffer each one reads through: a direct read waits
 #: for the device, so several in flight keep it busy.
 READ_THREADS = 4
 _READ_STAGE = 1 << 20
-#: Bytes of the blocks that pass 2 reads ranges of piles into (see :meth:`_Runs.prefetch`).
+#: Bytes of the blocks that pass 2 reads ranges of piles into (see :meth:`_Runs.read_ahead`).
 _BLOCK = 8 << 20
 
 
@@ -187,14 +187,14 @@ class _Runs:
         # whether those reads land straight in aligned slots of the range's buffer (see
         # read_slack) rather than being copied there from a small aligned buffer
         self._slots = True
-        # the arrays prefetches fill (keys, blocks of bytes), refilled by later ones: two sets,
+        # the arrays read_ahead fills (keys, blocks of bytes), refilled by later ones: two sets,
         # one for the range being ordered and one for the range read ahead (read_ahead)
         self._sets: list[tuple[np.ndarray | None, list[np.ndarray]]] = [(None, []), (None, [])]
         self._next_set = 0
         self._ahead = 0  # ranges read ahead and not yet used
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # (piles, runs) arrays
         self._cursor: tuple[int, np.ndarray, np.ndarray] | None = None
-        # piles [first, end) of every run read at once by prefetch(), served by pile_parts()
+        # piles [first, end) of every run read at once by read_ahead(), served by pile_parts()
         self._group: _Range | None = None
 
     def __getstate__(self) -> dict:
@@ -485,7 +485,7 @@ class _Runs:
         return fd
 
     def read_slack(self, budget: int) -> int:
-        """Bytes beyond its piles that :meth:`prefetch` may take for a range of piles: read
+        """Bytes beyond its piles that :meth:`read_ahead` may take for a range of piles: read
         around the page cache, each run's bytes land straight in a slot of the range's buffer
         that starts and ends on page boundaries, up to two pages more per run (no copy). Where
         that would take more than a sixteenth of a ``budget`` (very many runs), the bytes are
@@ -496,15 +496,33 @@ class _Runs:
         self._slots = slack <= GROUP_SHARE * budget / 4
         return slack if self._slots else 0
 
-    def prefetch(self, first: int, end: int) -> None:
-        """Read piles ``[first, end)`` of every run at once, for :meth:`pile_parts` to serve
-        (:meth:`read_ahead`, then :meth:`use`).
+    def each_range(self, next_range: Callable[[bool], tuple | None]) -> Iterator[tuple]:
+        """Pass 2's ranges of consecutive piles: each range ``next_range`` gives (a tuple that
+        starts with ``first, end``), made the one :meth:`pile_parts` serves while the caller
+        orders its piles, and the next one read meanwhile (not after a range of one pile,
+        which alone may take the whole budget). ``next_range(wait)`` is the next range or None
+        at the end; with ``wait`` false, None may also mean that none is known yet.
 
         In each run consecutive piles lie next to each other, so two reads per run (its keys,
-        then its bytes) fetch them all: pass 2 then reads segments as large as the group
+        then its bytes) fetch a whole range: pass 2 reads segments as large as the range
         rather than one (run, pile) segment at a time, which beyond the page cache (S/M large,
         many runs x piles) would be millions of small reads."""
-        self.use(self.read_ahead(first, end))
+        current = next_range(True)
+        pending = self.read_ahead(*current[:2]) if current is not None else None
+        while current is not None:
+            self.use(pending)
+            first, end = current[:2]
+            following = next_range(False)
+            pending = None
+            if following is not None and end - first > 1:
+                pending = self.read_ahead(*following[:2])
+            yield current
+            self.release()
+            if following is None:
+                following = next_range(True)
+            if following is not None and pending is None:
+                pending = self.read_ahead(*following[:2])
+            current = following
 
     def read_ahead(self, first: int, end: int) -> Any:
         """Start reading piles ``[first, end)`` of every run (by :data:`READ_THREADS` threads)
@@ -801,7 +819,7 @@ class _Runs:
         return data, keys, lengths
 
     def release(self) -> None:
-        """Let go of the piles :meth:`prefetch` read."""
+        """Let go of the range :meth:`use` made current."""
         self._group = None
 
     def close(self) -> None:

@@ -405,7 +405,7 @@ def _scan(
 
     start = 0
     seen_bytes = 0  # of the blocks taken
-    reader.count_records = False
+    reader.keep_ends = reader.count_records = False
 
     def taken(part: _Part | None, n: int, left: int, nbytes: int) -> None:
         nonlocal seen_bytes
@@ -610,7 +610,6 @@ def _sample_paths(
                 else:
                     reader = _Reader(paths, sep, header, 2 * _block(budget), budget // 4,
                                      progress, total)
-                    reader.keep_ends = False
                     _scan(reader, sample, seed, sep[0], budget // 4, total if guess else None)
                     head = reader.header
             except _TooBig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -442,32 +441,20 @@ def _drain_to_file(
     # the piles are written by threads while the next ones are ordered (a direct write waits
     # for the device), at most a sixteenth of the budget waiting
     writes = _Writes(out, lambda n: conn.send(("pile", n)), plan.write_queue(budget))
-    # ranges received: the main process sends two ahead, so the next range is read while
-    # this one is ordered (not while a pile alone is, which may take the whole budget)
-    queue: deque = deque()
+    # the main process sends ranges two ahead, so the next one is there to be read while
+    # this one is ordered
     ended = False
 
-    def receive(wait: bool) -> None:
+    def next_range(wait: bool) -> tuple | None:
         nonlocal ended
         if ended or (not wait and not conn.poll()):
-            return
+            return None
         msg = conn.recv()
-        if msg[0] != "group":
-            ended = True
-            return
-        queue.append(msg[1:])
+        ended = msg[0] != "group"
+        return None if ended else msg[1:]
 
     try:
-        receive(True)
-        pending = runs.read_ahead(*queue[0][:2]) if queue else None
-        while queue:
-            first, end, offset = queue.popleft()
-            runs.use(pending)
-            pending = None
-            if not queue:
-                receive(False)
-            if queue and end - first > 1:
-                pending = runs.read_ahead(*queue[0][:2])
+        for first, end, offset in runs.each_range(next_range):
             for p in range(first, end):
                 if not counts[p]:
                     continue
@@ -476,12 +463,7 @@ def _drain_to_file(
                 if sink.offset != offset + int(sizes[p]):
                     raise KxError(f"internal error: pile {p} wrote {sink.offset - offset} bytes")
                 offset = sink.offset
-            runs.release()
             conn.send(("group_done",))
-            if not queue:
-                receive(True)
-            if queue and pending is None:
-                pending = runs.read_ahead(*queue[0][:2])
         writes.finish()
     finally:
         writes.close()
